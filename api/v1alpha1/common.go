@@ -1,0 +1,44 @@
+package v1alpha1
+
+// Annotation and label keys shared by the manager, the webhook and the kubectl plugin.
+const (
+	// AnnotationRotateRequestedAt asks for a rotation of a SigningKey. Its value is an RFC 3339
+	// time: the active key is rotated at that time (now, if it is in the past) unless it was
+	// activated after it. The next key is still published for publishAhead before it signs.
+	AnnotationRotateRequestedAt = "tokenkeeper.dev/rotate-requested-at"
+
+	// LabelSigningKey marks the Secret and ConfigMap rendered for a SigningKey.
+	LabelSigningKey = "tokenkeeper.dev/signing-key"
+)
+
+// Condition types.
+const (
+	// ConditionReady is True when the object's outputs are current and usable.
+	ConditionReady = "Ready"
+	// ConditionKeysValid is False when the Secret holding the keys was found damaged.
+	ConditionKeysValid = "KeysValid"
+	// ConditionPublished is True when the JWKS ConfigMap holds every live key.
+	ConditionPublished = "Published"
+)
+
+// Condition reasons, also used as Event reasons.
+const (
+	ReasonActive              = "Active"
+	ReasonWaitingForPublish   = "WaitingForPublication"
+	ReasonKeyGenerating       = "KeyGenerating"
+	ReasonKeyGenerated        = "KeyGenerated"
+	ReasonRotated             = "Rotated"
+	ReasonRotationRequested   = "RotationRequested"
+	ReasonInvalidRotationTime = "InvalidRotationRequest"
+	ReasonKeyRemoved          = "KeyRemoved"
+	ReasonKeyRevoked          = "KeyRevoked"
+	ReasonEmergencyRotation   = "EmergencyRotation"
+	ReasonSecretRepaired      = "SecretRepaired"
+	ReasonSecretValid         = "SecretValid"
+	ReasonSecretWriteFailed   = "SecretWriteFailed"
+	ReasonConfigMapFailed     = "ConfigMapWriteFailed"
+	ReasonPublished           = "Published"
+	ReasonPending             = "Pending"
+	ReasonNotGathered         = "NotGathered"
+	ReasonInvalidSpec         = "InvalidSpec"
+)
