@@ -1,0 +1,41 @@
+// Command manager runs tokenkeeper's controllers, webhooks and servers.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/operator"
+)
+
+func main() {
+	var o operator.Options
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 disables).")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.StringVar(&o.DiscoveryAddr, "discovery-bind-address", ":8082", "Address serving each issuer's OpenID discovery document and JWKS (empty disables).")
+	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so only one replica writes.")
+	flag.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's).")
+	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "Serve HTTP/2 on TLS endpoints (off by default).")
+	flag.IntVar(&o.Concurrency, "concurrency", 4, "SigningKeys reconciled at once.")
+	flag.IntVar(&o.KeygenWorkers, "keygen-workers", 0, "RSA keys generated at once in the background (0: CPUs - 1, at least 1).")
+	zo := zap.Options{}
+	zo.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	log := ctrl.Log.WithName("setup")
+
+	ctx := ctrl.SetupSignalHandler()
+	mgr, err := operator.New(ctx, ctrl.GetConfigOrDie(), o)
+	if err != nil {
+		log.Error(err, "Failed to set up the manager")
+		os.Exit(1)
+	}
+	log.Info("Starting the manager")
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Manager stopped with an error")
+		os.Exit(1)
+	}
+}
