@@ -97,6 +97,9 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 				r.Metrics.Failed(tkv1.ReasonNotGathered)
 			}
 		}
+		if st.skip {
+			return
+		}
 		if perr := r.patchStatus(ctx, original, st.finish(err == nil)); perr != nil && err == nil {
 			err = perr
 		}
@@ -134,7 +137,18 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	ring.Records = step.Records
 
 	// Invariant 3: the Secret holds every key before the ConfigMap publishes it.
-	if err := r.applySecret(ctx, sk, in.secret, ring); err != nil {
+	var basedOn string
+	if in.secret != nil {
+		basedOn = in.secret.ResourceVersion
+	}
+	rv, err := r.applySecret(ctx, sk, in.secret, basedOn, ring)
+	if apierrors.IsConflict(err) {
+		// Our cache is behind a newer write; decide again from fresh data.
+		logger.V(1).Info("Secret changed since it was read; retrying", "secret", sk.SecretName())
+		st.skip = true
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
+	if err != nil {
 		return ctrl.Result{}, &failure{tkv1.ReasonSecretWriteFailed, err}
 	}
 	r.recordChanges(ctx, sk, step.Changes)
@@ -144,7 +158,11 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	// Only now is the publication real; record it so activation counts from here.
 	if marked, changed := keys.MarkPublished(ring.Records, now); changed {
 		ring.Records = marked
-		if err := r.applySecret(ctx, sk, nil, ring); err != nil {
+		if _, err := r.applySecret(ctx, sk, nil, rv, ring); apierrors.IsConflict(err) {
+			// Someone wrote in between: publication is recorded on the next pass, later,
+			// which can only delay an activation.
+			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+		} else if err != nil {
 			return ctrl.Result{}, &failure{tkv1.ReasonSecretWriteFailed, err}
 		}
 	}

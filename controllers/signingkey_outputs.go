@@ -23,21 +23,33 @@ const (
 )
 
 // applySecret writes the ring to the Secret with server-side apply, unless current already
-// holds exactly that.
-func (r *SigningKeyReconciler) applySecret(ctx context.Context, sk *tkv1.SigningKey, current *corev1.Secret, ring keys.Ring) error {
+// holds exactly that. The write is conditional on the resourceVersion the ring was read at
+// (basedOn), so a reconcile working from a stale cache gets a conflict instead of undoing a
+// newer write. It returns the Secret's resourceVersion after the write.
+func (r *SigningKeyReconciler) applySecret(ctx context.Context, sk *tkv1.SigningKey, current *corev1.Secret, basedOn string, ring keys.Ring) (string, error) {
 	data, err := ring.SecretData()
 	if err != nil {
-		return err
+		return "", err
 	}
-	if current != nil && current.Type == SecretType && sameBytesMap(current.Data, data) && hasOutputLabels(current.Labels, sk.Name) {
-		return nil
+	if current != nil && current.ResourceVersion == basedOn && current.Type == SecretType &&
+		sameBytesMap(current.Data, data) && hasOutputLabels(current.Labels, sk.Name) {
+		return basedOn, nil
 	}
 	ac := corev1ac.Secret(sk.SecretName(), sk.Namespace).
 		WithType(SecretType).
 		WithLabels(outputLabels(sk.Name)).
 		WithOwnerReferences(ownerReference(sk)).
 		WithData(data)
-	return r.Client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership)
+	if basedOn != "" {
+		ac.WithResourceVersion(basedOn)
+	}
+	if err := r.Client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return "", err
+	}
+	if ac.ResourceVersion == nil {
+		return "", fmt.Errorf("no resourceVersion in the apply response")
+	}
+	return *ac.ResourceVersion, nil
 }
 
 // applyJWKS publishes the public keys (and the discovery document when there is an issuer).

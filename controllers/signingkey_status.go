@@ -21,6 +21,7 @@ type statusBuilder struct {
 	next       time.Time
 	problems   []string
 	generating bool
+	skip       bool // nothing was decided: leave the status as it is
 	failed     bool
 	failReason string
 	failMsg    string

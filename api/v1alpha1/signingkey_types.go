@@ -38,7 +38,7 @@ type SigningKeySpec struct {
 	RSAKeySize *int32 `json:"rsaKeySize,omitempty"`
 
 	// Rotation sets how long each key generation is Next, Active and Retired.
-	// +kubebuilder:default={}
+	// +kubebuilder:default={interval:"24h",publishAhead:"1h",retainFor:"24h"}
 	// +optional
 	Rotation RotationPolicy `json:"rotation,omitempty"`
 
@@ -60,7 +60,7 @@ type SigningKeySpec struct {
 
 // RotationPolicy is the timing of a key's life: Next (published, not signing) for
 // publishAhead, Active (the one signing key) for interval, Retired (verify-only) for retainFor.
-// +kubebuilder:validation:XValidation:rule="duration(self.publishAhead) < duration(self.interval)",message="publishAhead must be shorter than interval",fieldPath=".publishAhead"
+// +kubebuilder:validation:XValidation:rule="!has(self.publishAhead) || !has(self.interval) || duration(self.publishAhead) < duration(self.interval)",message="publishAhead must be shorter than interval",fieldPath=".publishAhead"
 type RotationPolicy struct {
 	// Interval is how long a key is Active before the next one takes over.
 	// +kubebuilder:default="24h"

@@ -151,7 +151,9 @@ func rotationDue(rs []Record, active int, p Policy, now time.Time) (time.Time, b
 		activated = *a.ActivatedAt
 	}
 	due := activated.Add(p.Interval)
-	if r := p.RotateRequestedAt; r != nil && r.After(activated) && r.Before(due) {
+	// Requests carry whole seconds (RFC 3339 from `date`), so one made in the second the key
+	// was activated counts as made after it: an extra rotation is harmless, a lost one is not.
+	if r := p.RotateRequestedAt; r != nil && !r.Before(activated.Truncate(time.Second)) && r.Before(due) {
 		due = *r
 	}
 	if !matches(a, p.Params) {
