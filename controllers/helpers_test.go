@@ -36,9 +36,9 @@ func withAlgorithm(alg tkv1.Algorithm, rsaBits int32) skOption {
 func withRotation(interval, publishAhead, retainFor time.Duration) skOption {
 	return func(sk *tkv1.SigningKey) {
 		sk.Spec.Rotation = tkv1.RotationPolicy{
-			Interval:     metav1.Duration{Duration: interval},
-			PublishAhead: metav1.Duration{Duration: publishAhead},
-			RetainFor:    metav1.Duration{Duration: retainFor},
+			Interval:     &metav1.Duration{Duration: interval},
+			PublishAhead: &metav1.Duration{Duration: publishAhead},
+			RetainFor:    &metav1.Duration{Duration: retainFor},
 		}
 	}
 }

@@ -278,9 +278,9 @@ func (r *SigningKeyReconciler) revokedKIDs(ctx context.Context, namespace string
 func policyFor(sk *tkv1.SigningKey) keys.Policy {
 	p := keys.Policy{
 		Params:       keys.Params{Algorithm: string(sk.Spec.Algorithm)},
-		Interval:     sk.Spec.Rotation.Interval.Duration,
-		PublishAhead: sk.Spec.Rotation.PublishAhead.Duration,
-		RetainFor:    sk.Spec.Rotation.RetainFor.Duration,
+		Interval:     durationOr(sk.Spec.Rotation.Interval, 24*time.Hour),
+		PublishAhead: durationOr(sk.Spec.Rotation.PublishAhead, time.Hour),
+		RetainFor:    durationOr(sk.Spec.Rotation.RetainFor, 24*time.Hour),
 	}
 	if p.Params.Algorithm == "" {
 		p.Params.Algorithm = string(tkv1.ES256)
@@ -288,17 +288,15 @@ func policyFor(sk *tkv1.SigningKey) keys.Policy {
 	if sk.Spec.RSAKeySize != nil {
 		p.Params.RSABits = int(*sk.Spec.RSAKeySize)
 	}
-	// Defaults again here, so objects written before a default existed still work.
-	if p.Interval <= 0 {
-		p.Interval = 24 * time.Hour
-	}
-	if p.PublishAhead <= 0 {
-		p.PublishAhead = time.Hour
-	}
-	if p.RetainFor <= 0 {
-		p.RetainFor = 24 * time.Hour
-	}
 	return p
+}
+
+// durationOr applies a default again here, so objects stored before a default existed work.
+func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
+	if d == nil || d.Duration <= 0 {
+		return def
+	}
+	return d.Duration
 }
 
 func (r *SigningKeyReconciler) recordChanges(ctx context.Context, sk *tkv1.SigningKey, changes []keys.Change) {

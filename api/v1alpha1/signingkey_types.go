@@ -66,21 +66,21 @@ type RotationPolicy struct {
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s')",message="interval must be at least 10s"
 	// +optional
-	Interval metav1.Duration `json:"interval,omitempty"`
+	Interval *metav1.Duration `json:"interval,omitempty"`
 
 	// PublishAhead is how long a key is published before it signs. It must cover every
 	// verifier's JWKS cache lifetime (and a kubelet volume sync for mounted JWKS).
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="publishAhead must be at least 1s"
 	// +optional
-	PublishAhead metav1.Duration `json:"publishAhead,omitempty"`
+	PublishAhead *metav1.Duration `json:"publishAhead,omitempty"`
 
 	// RetainFor is how long a Retired key stays published. It must cover the longest token
 	// lifetime, clock skew, and how long an issuer may still sign with a mounted old key.
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="retainFor must be at least 1s"
 	// +optional
-	RetainFor metav1.Duration `json:"retainFor,omitempty"`
+	RetainFor *metav1.Duration `json:"retainFor,omitempty"`
 }
 
 // KeyState is where a key generation is in its life.

@@ -35,7 +35,7 @@ type TokenPolicySpec struct {
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('10m')",message="clockSkew must be between 0s and 10m"
 	// +optional
-	ClockSkew metav1.Duration `json:"clockSkew,omitempty"`
+	ClockSkew *metav1.Duration `json:"clockSkew,omitempty"`
 
 	// MaxTokenLifetime rejects tokens whose exp - iat exceeds it (and tokens without iat).
 	// +optional

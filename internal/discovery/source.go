@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,9 +35,16 @@ func FromCluster(c client.Reader, jwksKey, discoveryKey string) Source {
 				URL:       sk.Spec.Issuer,
 				JWKS:      []byte(cm.Data[jwksKey]),
 				Discovery: []byte(cm.Data[discoveryKey]),
-				MaxAge:    MaxAgeFor(sk.Spec.Rotation.PublishAhead.Duration),
+				MaxAge:    MaxAgeFor(publishAhead(sk)),
 			})
 		}
 		return out, nil
 	}
+}
+
+func publishAhead(sk *tkv1.SigningKey) time.Duration {
+	if d := sk.Spec.Rotation.PublishAhead; d != nil {
+		return d.Duration
+	}
+	return time.Hour
 }

@@ -36,7 +36,11 @@ var Algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", 
 
 // IsRSA reports whether alg uses an RSA key.
 func IsRSA(alg string) bool {
-	return len(alg) == 5 && (alg[:2] == "RS" || alg[:2] == "PS")
+	switch alg {
+	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
+		return true
+	}
+	return false
 }
 
 // Normalized fills in defaults: an RSA size for RSA algorithms, none for others.

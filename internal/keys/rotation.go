@@ -25,6 +25,9 @@ type Record struct {
 	ActivatedAt *time.Time `json:"activatedAt,omitempty"`
 	RetiredAt   *time.Time `json:"retiredAt,omitempty"`
 	RemoveAt    *time.Time `json:"removeAt,omitempty"`
+	// RotationRequest is the rotation request this key's activation satisfied, so the same
+	// request never rotates its own replacement out.
+	RotationRequest *time.Time `json:"rotationRequest,omitempty"`
 }
 
 // Policy is the rotation timing and what the next key must be.
@@ -131,6 +134,10 @@ func Advance(records []Record, p Policy, now time.Time, fresh *Key) Step {
 			}
 			t := now
 			rs[next].State, rs[next].ActivatedAt = Active, &t
+			if r := p.RotateRequestedAt; r != nil && !r.After(now) {
+				req := *r
+				rs[next].RotationRequest = &req
+			}
 			st.Changes = append(st.Changes, Change{kind, rs[next].KID})
 		}
 	}
@@ -152,8 +159,9 @@ func rotationDue(rs []Record, active int, p Policy, now time.Time) (time.Time, b
 	}
 	due := activated.Add(p.Interval)
 	// Requests carry whole seconds (RFC 3339 from `date`), so one made in the second the key
-	// was activated counts as made after it: an extra rotation is harmless, a lost one is not.
-	if r := p.RotateRequestedAt; r != nil && !r.Before(activated.Truncate(time.Second)) && r.Before(due) {
+	// was activated counts as made after it, unless this very key's activation satisfied it.
+	if r := p.RotateRequestedAt; r != nil && !r.Before(activated.Truncate(time.Second)) && r.Before(due) &&
+		(a.RotationRequest == nil || !a.RotationRequest.Equal(*r)) {
 		due = *r
 	}
 	if !matches(a, p.Params) {

@@ -166,6 +166,9 @@ func LoadRing(data map[string][]byte, fix Repair) (Ring, []string) {
 		}
 		seen[rec.KID] = true
 		if p, ok := privates[rec.KID]; ok {
+			if p.from == FileActivePEM {
+				note("entry %s is missing or unreadable; recovered from %s", KeyFile(rec.KID), FileActivePEM)
+			}
 			k, err := FromPrivate(p.priv, rec.Algorithm)
 			if err != nil {
 				note("key %s does not suit %s (%v); dropped", rec.KID, rec.Algorithm, err)
