@@ -384,4 +384,3 @@ func (r *SigningKeyReconciler) signingKeysInNamespace(ctx context.Context, obj c
 	}
 	return reqs
 }
-

@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		// The leader steps down cleanly on SIGTERM so a standby takes over without waiting
 		// for the lease to expire.
 		LeaderElectionReleaseOnCancel: true,
-		Controller: config.Controller{SkipNameValidation: &o.SkipNameValidation},
+		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Label: managed},
 			&corev1.ConfigMap{}: {Label: managed},
