@@ -116,7 +116,7 @@ type ClaimRequirement struct {
 }
 
 // RouteRule decides what a matching request needs.
-// +kubebuilder:validation:XValidation:rule="!(self.anonymous && has(self.requiredClaims) && size(self.requiredClaims) > 0)",message="an anonymous rule cannot require claims",fieldPath=".requiredClaims"
+// +kubebuilder:validation:XValidation:rule="!(has(self.anonymous) && self.anonymous && has(self.requiredClaims) && size(self.requiredClaims) > 0)",message="an anonymous rule cannot require claims",fieldPath=".requiredClaims"
 type RouteRule struct {
 	// PathPrefix the request path must start with, such as "/api/" or "/healthz".
 	// +kubebuilder:validation:MinLength=1
