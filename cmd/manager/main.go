@@ -21,6 +21,8 @@ func main() {
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "Serve HTTP/2 on TLS endpoints (off by default).")
 	flag.IntVar(&o.Concurrency, "concurrency", 4, "SigningKeys reconciled at once.")
 	flag.IntVar(&o.KeygenWorkers, "keygen-workers", 0, "RSA keys generated at once in the background (0: CPUs - 1, at least 1).")
+	qps := flag.Float64("kube-api-qps", 50, "Queries per second to the API server (client-side limit).")
+	burst := flag.Int("kube-api-burst", 100, "Burst of queries to the API server.")
 	zo := zap.Options{}
 	zo.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -28,7 +30,9 @@ func main() {
 	log := ctrl.Log.WithName("setup")
 
 	ctx := ctrl.SetupSignalHandler()
-	mgr, err := operator.New(ctx, ctrl.GetConfigOrDie(), o)
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	mgr, err := operator.New(ctx, cfg, o)
 	if err != nil {
 		log.Error(err, "Failed to set up the manager")
 		os.Exit(1)
