@@ -32,6 +32,16 @@ vet: ## go vet, and check gofmt.
 verify-generated: generate ## Fail when generated files are not committed.
 	@git diff --exit-code -- api config || { echo "generated files are stale: run make generate and commit"; exit 1; }
 
+.PHONY: verify-manifests
+verify-manifests: envtest-assets ## Render the kustomize trees users apply.
+	@k=$$(hack/kube-binaries.sh)/kubectl; for d in config/default config/samples; do $$k kustomize $$d >/dev/null || exit 1; done; echo "manifests render"
+
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## Run each fuzz test for FUZZTIME.
+	$(GO) test -run='^$$' -fuzz='^FuzzLoadRing$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/keys
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/jwks
+
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver, etcd and kubectl from source into bin/k8s (cached).
 	hack/kube-binaries.sh >/dev/null
@@ -49,6 +59,10 @@ test-unit: ## Unit tests only (no API server).
 .PHONY: build
 build: ## Build the binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+.PHONY: docker-build
+docker-build: build ## Build the manager image from the host-built binary (pulls nothing).
+	docker build -f Dockerfile.prebuilt --target manager -t $(IMG_MANAGER) .
 
 .PHONY: run
 run: envtest-assets ## Run the manager against the current kubeconfig.
