@@ -44,7 +44,9 @@ type Options struct {
 	DiscoveryAddr    string // "" disables the OIDC discovery / JWKS server
 	LeaderElection   bool
 	LeaderElectionNS string
-	EnableHTTP2      bool
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election (zero: defaults).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	EnableHTTP2                               bool
 	// Concurrency is how many SigningKeys reconcile at once.
 	Concurrency int
 	// KeygenWorkers is how many RSA keys are generated at once in the background.
@@ -102,6 +104,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		// The leader steps down cleanly on SIGTERM so a standby takes over without waiting
 		// for the lease to expire.
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 nonZero(o.LeaseDuration),
+		RenewDeadline:                 nonZero(o.RenewDeadline),
+		RetryPeriod:                   nonZero(o.RetryPeriod),
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Label: managed},
@@ -187,4 +192,11 @@ func (s *httpServer) Start(ctx context.Context) error {
 	case err := <-done:
 		return err
 	}
+}
+
+func nonZero(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
