@@ -68,6 +68,17 @@ docker-build: build ## Build the manager image from the host-built binary (pulls
 run: envtest-assets ## Run the manager against the current kubeconfig.
 	$(GO) run ./cmd/manager
 
+##@ Kind (e2e)
+
+.PHONY: kind-image
+kind-image: ## Build the kind node image from source (cached by its inputs); KIND_NODE_IMAGE skips it.
+	hack/kind/host.sh
+	hack/kind/node-image.sh
+
+.PHONY: test-e2e
+test-e2e: ## Create a kind cluster, deploy config/default, run test/e2e, delete the cluster.
+	hack/e2e.sh
+
 ##@ Demo and benchmarks
 
 .PHONY: demo

@@ -4,6 +4,7 @@
 # versions and this script's hash, so a second run is instant.
 #
 #   hack/kube-binaries.sh [binary ...]   (default: kube-apiserver etcd kubectl)
+#   binaries: any k8s.io/kubernetes/cmd/<name>, etcd, crictl, coredns
 #   prints the assets directory on stdout (usable as KUBEBUILDER_ASSETS).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,10 @@ want=("$@")
 
 key=$(cat "$root/hack/versions.sh" "$0" | sha256sum | cut -c1-12)
 out="$root/bin/k8s/$KUBE_VERSION-$key"
+if [ ! -d "$out" ]; then
+  # A new version or script: drop the builds it replaces.
+  find "$root/bin/k8s" -mindepth 1 -maxdepth 1 -type d ! -name "$(basename "$out")" -exec rm -rf {} + 2>/dev/null || true
+fi
 mkdir -p "$out"
 log() { echo "[kube-binaries] $*" >&2; }
 
@@ -25,7 +30,7 @@ work="$root/bin/.work"
 mkdir -p "$work"
 
 kube=()
-for b in "${missing[@]}"; do [ "$b" = etcd ] || kube+=("$b"); done
+for b in "${missing[@]}"; do case "$b" in etcd|crictl|coredns) ;; *) kube+=("$b");; esac; done
 
 if [ ${#kube[@]} -gt 0 ]; then
   mod="$work/kubernetes-$KUBE_VERSION"
@@ -71,15 +76,69 @@ if [ ${#kube[@]} -gt 0 ]; then
   (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
 fi
 
+# wrapper <dir> <module> <version> <main.go source>: a one-file module around a main package.
+wrapper() {
+  local dir=$1 module=$2 version=$3 src=$4
+  if [ ! -f "$dir/go.sum" ]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    printf 'module tokenkeeper.dev/hack/%s\n\ngo 1.26\n\nrequire %s %s\n' "$(basename "$dir")" "$module" "$version" > "$dir/go.mod"
+    printf '%s\n' "$src" > "$dir/main.go"
+    (cd "$dir" && go mod tidy >&2)
+  fi
+}
+
 if [[ " ${missing[*]} " == *" etcd "* ]]; then
   mod="$work/etcd-$ETCD_VERSION"
-  if [ ! -f "$mod/go.sum" ]; then
-    rm -rf "$mod"; mkdir -p "$mod"
-    printf 'module tokenkeeper.dev/hack/etcd\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$mod/go.mod"
-    printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > "$mod/main.go"
-    (cd "$mod" && go mod tidy >&2)
-  fi
+  wrapper "$mod" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" 'package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }'
   log "Building etcd $ETCD_VERSION from source"
   (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/etcd" .)
+fi
+
+if [[ " ${missing[*]} " == *" crictl "* ]]; then
+  mod="$work/crictl-$CRICTL_VERSION"
+  wrapper "$mod" sigs.k8s.io/cri-tools "$CRICTL_VERSION" '//go:build tools
+
+package tools
+
+import _ "sigs.k8s.io/cri-tools/cmd/crictl"'
+  log "Building crictl $CRICTL_VERSION from source"
+  (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
+fi
+
+if [[ " ${missing[*]} " == *" coredns "* ]]; then
+  mod="$work/coredns-$COREDNS_VERSION"
+  # Only the plugins kubeadm's default Corefile uses.
+  wrapper "$mod" github.com/coredns/coredns "$COREDNS_VERSION" 'package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/metrics"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+var _ = dnsserver.Directives
+
+func main() { coremain.Run() }'
+  log "Building coredns $COREDNS_VERSION from source"
+  (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/coredns" .)
 fi
 echo "$out"

@@ -1,0 +1,171 @@
+// Command tokencheck is the e2e suite's issuer and relying party, run as two pods:
+//
+//	tokencheck sign   --key-dir /keys --target http://verifier/verify
+//	tokencheck verify --jwks /jwks/jwks.json
+//
+// The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
+// an issuer would, and sends it to the verifier, which checks it against the JWKS mounted
+// from the ConfigMap, re-read on every request. Both count outcomes at /stats, so the suite
+// can assert that no valid token was rejected across rotations.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
+)
+
+// Stats are the outcomes counted by either side.
+type Stats struct {
+	mu       sync.Mutex
+	Sent     int            `json:"sent"`
+	Accepted int            `json:"accepted"`
+	Rejected int            `json:"rejected"`
+	Errors   int            `json:"errors"`
+	ByKID    map[string]int `json:"byKID"`
+	Reasons  map[string]int `json:"reasons"`
+}
+
+func (s *Stats) add(f func(*Stats)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+func (s *Stats) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		log.Fatal("usage: tokencheck sign|verify [flags]")
+	}
+	stats := &Stats{ByKID: map[string]int{}, Reasons: map[string]int{}}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	listen := fs.String("listen", ":8080", "address of /stats (and /verify)")
+	issuer := fs.String("issuer", "https://e2e.tokenkeeper.dev", "iss of signed tokens")
+	switch os.Args[1] {
+	case "sign":
+		keyDir := fs.String("key-dir", "/keys", "the mounted SigningKey Secret")
+		target := fs.String("target", "", "the verifier's /verify URL")
+		every := fs.Duration("every", 200*time.Millisecond, "how often to sign and send")
+		_ = fs.Parse(os.Args[2:])
+		go sign(stats, *keyDir, *target, *issuer, *every)
+	case "verify":
+		jwksFile := fs.String("jwks", "/jwks/jwks.json", "the mounted JWKS")
+		_ = fs.Parse(os.Args[2:])
+		http.HandleFunc("/verify", func(w http.ResponseWriter, r *http.Request) { verify(stats, *jwksFile, *issuer, w, r) })
+	default:
+		log.Fatalf("unknown mode %q", os.Args[1])
+	}
+	http.Handle("/stats", stats)
+	srv := &http.Server{Addr: *listen, ReadHeaderTimeout: 5 * time.Second}
+	log.Fatal(srv.ListenAndServe())
+}
+
+func sign(stats *Stats, keyDir, target, issuer string, every time.Duration) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range time.Tick(every) {
+		tok, kid, err := signOnce(keyDir, issuer)
+		if err != nil {
+			stats.add(func(s *Stats) { s.Errors++; s.Reasons["sign: "+err.Error()]++ })
+			continue
+		}
+		resp, err := client.Post(target, "application/jwt", bytes.NewBufferString(tok))
+		if err != nil {
+			stats.add(func(s *Stats) { s.Errors++ })
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		stats.add(func(s *Stats) {
+			s.Sent++
+			s.ByKID[kid]++
+			if resp.StatusCode == http.StatusOK {
+				s.Accepted++
+			} else {
+				s.Rejected++
+				s.Reasons[string(body)]++
+			}
+		})
+	}
+}
+
+// signOnce reads the active key afresh, as an issuer mounting the Secret would.
+func signOnce(keyDir, issuer string) (string, string, error) {
+	raw, err := os.ReadFile(filepath.Join(keyDir, "active.jwk"))
+	if err != nil {
+		return "", "", err
+	}
+	var key jose.JSONWebKey
+	if err := key.UnmarshalJSON(raw); err != nil {
+		return "", "", err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	tok, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: issuer, Subject: "e2e", IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(30 * time.Second))}).Serialize()
+	return tok, key.KeyID, err
+}
+
+func verify(stats *Stats, jwksFile, issuer string, w http.ResponseWriter, r *http.Request) {
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, 16<<10))
+	reject := func(reason string) {
+		stats.add(func(s *Stats) { s.Rejected++; s.Reasons[reason]++ })
+		http.Error(w, reason, http.StatusUnauthorized)
+	}
+	data, err := os.ReadFile(jwksFile)
+	if err != nil {
+		reject("no jwks")
+		return
+	}
+	set, err := jwks.Parse(data)
+	if err != nil {
+		reject("bad jwks")
+		return
+	}
+	tok, err := jwt.ParseSigned(string(raw), []jose.SignatureAlgorithm{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+	if err != nil || len(tok.Headers) != 1 {
+		reject("malformed")
+		return
+	}
+	kid := tok.Headers[0].KeyID
+	keys := set.Key(kid)
+	if len(keys) != 1 {
+		reject("unknown kid " + kid)
+		return
+	}
+	if tok.Headers[0].Algorithm != keys[0].Algorithm {
+		reject("alg mismatch")
+		return
+	}
+	var claims jwt.Claims
+	if err := tok.Claims(keys[0].Key, &claims); err != nil {
+		reject("bad signature")
+		return
+	}
+	if err := claims.ValidateWithLeeway(jwt.Expected{Issuer: issuer, Time: time.Now()}, 5*time.Second); err != nil {
+		reject(fmt.Sprintf("claims: %v", err))
+		return
+	}
+	stats.add(func(s *Stats) { s.Accepted++; s.ByKID[kid]++ })
+	w.WriteHeader(http.StatusOK)
+}
