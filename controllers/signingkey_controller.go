@@ -231,10 +231,15 @@ func (r *SigningKeyReconciler) gather(ctx context.Context, sk *tkv1.SigningKey, 
 	if secret != nil {
 		data = secret.Data
 	}
+	var published []byte
+	if cm != nil {
+		published = []byte(cm.Data[ConfigMapJWKS])
+	}
 	in.ring, in.problems = keys.LoadRing(data, keys.Repair{
 		Now:             now,
 		RetainFor:       in.policy.RetainFor,
 		Fallback:        recordsFromStatus(sk.Status.Keys),
+		Published:       published,
 		PreferredRSAAlg: string(sk.Spec.Algorithm),
 	})
 	return in, nil

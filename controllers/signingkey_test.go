@@ -474,3 +474,64 @@ func TestRevokedActiveKeyIsReplacedAtOnceAndUnpublished(t *testing.T) {
 		t.Errorf("want EmergencyRotation and KeyRevoked events, got %v", reasons)
 	}
 }
+
+func TestDeletedSecretAndEditedJWKSAreRepairedWithoutUnpublishingKeys(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, operator.Options{})
+	create(t, newSigningKey(ns, "gone", withRotation(time.Hour, 2*time.Second, time.Hour)))
+	old := waitReady(t, ns, "gone", 20*time.Second).Status.ActiveKID
+
+	// A hand edit of the published JWKS is undone.
+	cm, _, err := getJWKS(ns, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data[controllers.ConfigMapJWKS] = `{"keys":[]}`
+	if err := k8sClient.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the JWKS restored", func() error {
+		_, set, err := getJWKS(ns, "gone")
+		if err != nil {
+			return err
+		}
+		if !contains(kidsOf(set), old) {
+			return fmt.Errorf("JWKS has %v", kidsOf(set))
+		}
+		return nil
+	})
+
+	// The whole Secret is deleted: the private key is gone, but tokens it signed must still
+	// verify, so its public half (recovered from the JWKS) stays published while a new key
+	// is published ahead and takes over.
+	s, _ := getSecret(ns, "gone")
+	if err := k8sClient.Delete(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "a new active key", func() error {
+		sk := getSK(t, ns, "gone")
+		if sk.Status.ActiveKID == "" || sk.Status.ActiveKID == old {
+			return fmt.Errorf("active is %q", sk.Status.ActiveKID)
+		}
+		return nil
+	})
+	_, set, err := getJWKS(ns, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(kidsOf(set), old) {
+		t.Errorf("the key %s whose private half was deleted is no longer published; its tokens would be rejected", old)
+	}
+	s, err = getSecret(ns, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range secretRecords(t, s) {
+		if r.KID == old && r.State != keys.Retired {
+			t.Errorf("the deleted key is %s, want Retired (verify-only)", r.State)
+		}
+	}
+	if !strings.Contains(eventReasons(t, ns, "gone")[tkv1.ReasonSecretRepaired], "missing") {
+		t.Errorf("no SecretRepaired event about the missing Secret")
+	}
+}

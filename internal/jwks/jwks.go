@@ -19,10 +19,16 @@ import (
 // Marshal renders keys as a JWKS. It refuses anything that is not a public key with a kid
 // and an algorithm that suits it, so private material can never be published by mistake.
 func Marshal(keys []jose.JSONWebKey) ([]byte, error) {
+	seen := map[string]bool{}
 	for i := range keys {
 		if err := checkPublic(keys[i]); err != nil {
 			return nil, fmt.Errorf("key %d (%s): %w", i, keys[i].KeyID, err)
 		}
+		if seen[keys[i].KeyID] {
+			// Parse refuses such a set, so never publish one.
+			return nil, fmt.Errorf("key %d: duplicate kid %q", i, keys[i].KeyID)
+		}
+		seen[keys[i].KeyID] = true
 	}
 	set := jose.JSONWebKeySet{Keys: keys}
 	if set.Keys == nil {

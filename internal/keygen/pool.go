@@ -30,7 +30,8 @@ type result struct {
 	err    error
 }
 
-// New makes a pool of workers background generators. onReady is told when an owner's key is
+// New makes a pool of workers background generators. Note that since Go 1.26 the standard
+// key generators ignore rand (they always use crypto/rand) unless GODEBUG cryptocustomrand=1. onReady is told when an owner's key is
 // ready, so its reconcile can run again.
 func New(ctx context.Context, rand io.Reader, workers int, onReady func(owner string)) *Pool {
 	if workers < 1 {
@@ -45,6 +46,7 @@ func New(ctx context.Context, rand io.Reader, workers int, onReady func(owner st
 func (p *Pool) Get(owner string, params keys.Params) (*keys.Key, error) {
 	params = params.Normalized()
 	if !params.Expensive() {
+		p.Forget(owner) // an RSA key still in the works for this owner is no longer wanted
 		return keys.Generate(p.rand, params)
 	}
 	p.mu.Lock()

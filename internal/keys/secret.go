@@ -104,6 +104,9 @@ type Repair struct {
 	RetainFor time.Duration
 	// Fallback timelines (the SigningKey's status) used when keys.json is unreadable.
 	Fallback []Record
+	// Published is the JWKS last published (the ConfigMap's jwks.json): where the public half
+	// of a key comes from when the Secret lost it, so the key can keep verifying.
+	Published []byte
 	// PreferredRSAAlg pins an orphaned RSA key whose algorithm was lost (RS256 if empty).
 	PreferredRSAAlg string
 }
@@ -118,8 +121,11 @@ func LoadRing(data map[string][]byte, fix Repair) (Ring, []string) {
 	var problems []string
 	note := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
 	ring := Ring{Keys: map[string]*Key{}}
+	if len(data) == 0 && len(fix.Fallback) == 0 {
+		return ring, nil // a new SigningKey
+	}
 	if len(data) == 0 {
-		return ring, nil
+		note("the Secret is missing or empty")
 	}
 
 	privates := map[string]privateEntry{}
@@ -177,7 +183,11 @@ func LoadRing(data map[string][]byte, fix Repair) (Ring, []string) {
 			ring.Records, ring.Keys[rec.KID] = append(ring.Records, rec), k
 			continue
 		}
-		if pub := publics[rec.KID]; pub != nil {
+		pub := publics[rec.KID]
+		if pub == nil {
+			pub = publishedJWK(fix.Published, rec.KID)
+		}
+		if pub != nil {
 			k, err := FromPublicJWK(pub)
 			if err == nil && k.KID == rec.KID && k.Algorithm == rec.Algorithm {
 				note("private key %s is missing; kept for verification only", rec.KID)
@@ -267,4 +277,26 @@ func guessAlgorithm(p privateEntry, preferredRSA string) string {
 		return preferredRSA
 	}
 	return "RS256"
+}
+
+// publishedJWK finds a kid's public JWK in a published JWKS, or nil.
+func publishedJWK(set []byte, kid string) []byte {
+	if len(set) == 0 {
+		return nil
+	}
+	var parsed struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if json.Unmarshal(set, &parsed) != nil {
+		return nil
+	}
+	for _, raw := range parsed.Keys {
+		var id struct {
+			KID string `json:"kid"`
+		}
+		if json.Unmarshal(raw, &id) == nil && id.KID == kid {
+			return raw
+		}
+	}
+	return nil
 }
