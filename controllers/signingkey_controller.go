@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -136,12 +137,16 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	ring.Records = step.Records
 
-	// Invariant 3: the Secret holds every key before the ConfigMap publishes it.
+	// Invariant 3: the Secret holds every key the ConfigMap publishes, at every instant. So
+	// the Secret is written first with the new keys and still with the ones leaving the
+	// JWKS, then the ConfigMap, then the Secret without the departed keys.
+	departing := departingRecords(in.ring.Records, ring.Records, in.configMap)
+	first := keys.Ring{Records: append(append([]keys.Record(nil), ring.Records...), departing...), Keys: ring.Keys}
 	var basedOn string
 	if in.secret != nil {
 		basedOn = in.secret.ResourceVersion
 	}
-	rv, err := r.applySecret(ctx, sk, in.secret, basedOn, ring)
+	rv, err := r.applySecret(ctx, sk, in.secret, basedOn, first)
 	if apierrors.IsConflict(err) {
 		// Our cache is behind a newer write; decide again from fresh data.
 		logger.V(1).Info("Secret changed since it was read; retrying", "secret", sk.SecretName())
@@ -156,10 +161,11 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, &failure{tkv1.ReasonConfigMapFailed, err}
 	}
 	// Only now is the publication real; record it so activation counts from here.
-	if marked, changed := keys.MarkPublished(ring.Records, now); changed {
+	marked, changed := keys.MarkPublished(ring.Records, now)
+	if changed || len(departing) > 0 {
 		ring.Records = marked
 		if _, err := r.applySecret(ctx, sk, nil, rv, ring); apierrors.IsConflict(err) {
-			// Someone wrote in between: publication is recorded on the next pass, later,
+			// Someone wrote in between: the next pass finishes, recording publication later,
 			// which can only delay an activation.
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		} else if err != nil {
@@ -175,6 +181,26 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	// Requeue exactly at the next transition; no polling.
 	return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
+}
+
+// departingRecords are the keys the ConfigMap still publishes that the new ring dropped
+// (removed or revoked): the Secret keeps them until the ConfigMap no longer does.
+func departingRecords(before, after []keys.Record, cm *corev1.ConfigMap) []keys.Record {
+	if cm == nil {
+		return nil
+	}
+	kept := map[string]bool{}
+	for _, r := range after {
+		kept[r.KID] = true
+	}
+	var out []keys.Record
+	for _, r := range before {
+		if !kept[r.KID] && strings.Contains(cm.Data[ConfigMapJWKS], `"`+r.KID+`"`) {
+			r.State = keys.Retired // never named active again, even for the moment it remains
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // failure carries the condition reason of a failed step.

@@ -33,7 +33,7 @@ for _ in $(seq 120); do [ -s "$KUBECONFIG" ] && break; sleep 0.5; done
 say "Starting the manager (logs in bin/demo/manager.log)"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 disc=$(port)
-bin/manager --metrics-bind-address="127.0.0.1:$(port)" --health-probe-bind-address="127.0.0.1:$(port)" \
+bin/manager --webhook-port=0 --metrics-bind-address="127.0.0.1:$(port)" --health-probe-bind-address="127.0.0.1:$(port)" \
   --discovery-bind-address="127.0.0.1:$disc" > "$work/manager.log" 2>&1 &
 pids+=($!)
 

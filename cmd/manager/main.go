@@ -8,6 +8,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/inject"
 	"github.com/tokenkeeper/tokenkeeper/internal/operator"
 )
 
@@ -21,6 +22,13 @@ func main() {
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "Serve HTTP/2 on TLS endpoints (off by default).")
 	flag.IntVar(&o.Concurrency, "concurrency", 4, "SigningKeys reconciled at once.")
 	flag.IntVar(&o.KeygenWorkers, "keygen-workers", 0, "RSA keys generated at once in the background (0: CPUs - 1, at least 1).")
+	flag.IntVar(&o.WebhookPort, "webhook-port", 9443, "Port of the admission webhooks (0 disables them).")
+	flag.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace the manager runs in (default $POD_NAMESPACE).")
+	service := flag.String("webhook-service-name", "tokenkeeper-webhook", "Service in front of the webhooks; the serving certificate is issued for its DNS names.")
+	flag.StringVar(&o.WebhookCertSecret, "webhook-cert-secret", "tokenkeeper-webhook-certs", "Secret holding the webhook CA and serving certificate.")
+	flag.StringVar(&o.MutatingWebhookConfiguration, "mutating-webhook-configuration", "tokenkeeper-mutating-webhook", "MutatingWebhookConfiguration whose caBundle the manager keeps current.")
+	o.Inject = inject.DefaultConfig()
+	flag.StringVar(&o.Inject.Image, "sidecar-image", o.Inject.Image, "Image of the injected sidecar.")
 	qps := flag.Float64("kube-api-qps", 50, "Queries per second to the API server (client-side limit).")
 	burst := flag.Int("kube-api-burst", 100, "Burst of queries to the API server.")
 	zo := zap.Options{}
@@ -28,6 +36,15 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
 	log := ctrl.Log.WithName("setup")
+
+	if o.WebhookPort != 0 && o.Namespace == "" {
+		// Outside a cluster (make demo, benchmarks) there is no Service to call a webhook.
+		log.Info("Webhooks disabled: no namespace (set --namespace or $POD_NAMESPACE to enable them)")
+		o.WebhookPort = 0
+	}
+	if o.WebhookPort != 0 {
+		o.WebhookCertHosts = []string{*service + "." + o.Namespace + ".svc", *service + "." + o.Namespace + ".svc.cluster.local"}
+	}
 
 	ctx := ctrl.SetupSignalHandler()
 	cfg := ctrl.GetConfigOrDie()

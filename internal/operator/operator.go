@@ -33,8 +33,10 @@ import (
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
 	"github.com/tokenkeeper/tokenkeeper/controllers"
 	"github.com/tokenkeeper/tokenkeeper/internal/discovery"
+	"github.com/tokenkeeper/tokenkeeper/internal/inject"
 	"github.com/tokenkeeper/tokenkeeper/internal/keygen"
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
+	tkwebhook "github.com/tokenkeeper/tokenkeeper/internal/webhook"
 )
 
 // Options configure the manager.
@@ -57,6 +59,21 @@ type Options struct {
 	Registry crmetrics.RegistererGatherer
 	// SkipNameValidation lets tests run several managers in one process.
 	SkipNameValidation bool
+
+	// Webhook: the pod injector and the certificates it serves with.
+	WebhookPort int    // 0 disables the webhook server and its certificate controller
+	WebhookHost string // bind address ("" = all)
+	// Namespace the manager runs in: the webhook certificate Secret lives there and no pod
+	// in it gets a sidecar.
+	Namespace string
+	// WebhookCertHosts are the serving certificate's names (the webhook Service's DNS names).
+	WebhookCertHosts []string
+	// WebhookCertSecret names the Secret holding the webhook CA and serving certificate.
+	WebhookCertSecret string
+	// MutatingWebhookConfiguration gets its caBundle kept current.
+	MutatingWebhookConfiguration string
+	// Inject configures the injected sidecar.
+	Inject inject.Config
 }
 
 // Scheme knows the built-in kinds and tokenkeeper's.
@@ -93,6 +110,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 
 	// Only tokenkeeper's own Secrets and ConfigMaps are cached: a cluster's every Secret
 	// would cost memory and widen what a compromised manager process holds.
+	certProvider := &tkwebhook.CertProvider{}
 	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
@@ -108,6 +126,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		RenewDeadline:                 nonZero(o.RenewDeadline),
 		RetryPeriod:                   nonZero(o.RetryPeriod),
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
+		WebhookServer:                 webhookServer(o, tlsOpts, certProvider),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Label: managed},
 			&corev1.ConfigMap{}: {Label: managed},
@@ -131,6 +150,12 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 	sk.Keys = keygen.New(ctx, o.Rand, o.KeygenWorkers, sk.KeyReady)
 	if err := sk.SetupWithManager(mgr, o.Concurrency); err != nil {
 		return nil, fmt.Errorf("setting up the SigningKey controller: %w", err)
+	}
+
+	if o.WebhookPort != 0 {
+		if err := setupWebhook(mgr, o, certProvider); err != nil {
+			return nil, err
+		}
 	}
 
 	if o.DiscoveryAddr != "" {

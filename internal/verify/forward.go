@@ -1,0 +1,81 @@
+package verify
+
+import (
+	"net/http"
+	"strings"
+)
+
+type forwardHeader struct {
+	claim  string
+	header string // canonical
+}
+
+func compileForward(fs []ClaimHeader) []forwardHeader {
+	out := make([]forwardHeader, len(fs))
+	for i, f := range fs {
+		out[i] = forwardHeader{claim: f.Claim, header: http.CanonicalHeaderKey(f.Header)}
+	}
+	return out
+}
+
+// ForwardedHeaderNames are the headers ForwardHeaders may set, canonicalized. A proxy
+// deletes incoming copies of all of them so the app never sees a client-supplied value.
+func (v *Verifier) ForwardedHeaderNames() []string {
+	out := make([]string, len(v.forward))
+	for i, f := range v.forward {
+		out[i] = f.header
+	}
+	return out
+}
+
+// ForwardHeaders computes the headers carrying c's claims to the app. Strings, numbers and
+// booleans are forwarded as text, arrays of them joined with commas; objects, null and
+// absent claims set no header, and neither does a value holding control characters (a
+// header-injection attempt cannot reach the app).
+func (v *Verifier) ForwardHeaders(c *Claims) http.Header {
+	h := make(http.Header, len(v.forward))
+	for _, f := range v.forward {
+		val, ok := c.Get(f.claim)
+		if !ok {
+			continue
+		}
+		if s, ok := headerValue(val); ok {
+			h[f.header] = []string{s}
+		}
+	}
+	return h
+}
+
+func headerValue(v any) (string, bool) {
+	var b strings.Builder
+	n, ok := 0, true
+	if _, isArray := v.([]any); !isArray {
+		if _, scalar := scalarString(v); !scalar {
+			return "", false
+		}
+	}
+	claimStrings(v, func(s string) bool {
+		if !safeHeaderText(s) {
+			ok = false
+			return false
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s)
+		n++
+		return true
+	})
+	return b.String(), ok
+}
+
+// safeHeaderText allows what a header field value may hold: visible ASCII, space, tab and
+// obs-text bytes; no CR, LF, NUL or other controls.
+func safeHeaderText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

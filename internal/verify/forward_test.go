@@ -1,0 +1,54 @@
+package verify
+
+import (
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+func TestForwardHeaders(t *testing.T) {
+	k := testKey(t, "ES256")
+	v := newVerifier(t, configured(func(c *Config) {
+		c.ForwardClaims = []ClaimHeader{
+			{Claim: "sub", Header: "x-user"},
+			{Claim: "groups", Header: "X-Groups"},
+			{Claim: "realm_access.roles", Header: "X-Roles"},
+			{Claim: "level", Header: "X-Level"},
+			{Claim: "big", Header: "X-Big"},
+			{Claim: "verified", Header: "X-Verified"},
+			{Claim: "org", Header: "X-Org"},
+			{Claim: "evil", Header: "X-Evil"},
+			{Claim: "absent", Header: "X-Absent"},
+			{Claim: "nothing", Header: "X-Nothing"},
+		}
+	}))
+	c, err := v.Verify(newToken(t, k,
+		withClaim("groups", []string{"dev", "ops"}),
+		withClaim("realm_access", map[string]any{"roles": []string{"admin"}}),
+		withClaim("level", 3),
+		withClaim("big", json.Number("12345678901234567890")),
+		withClaim("verified", true),
+		withClaim("org", map[string]any{"id": 1}),
+		withClaim("evil", "x\r\nX-Admin: true"),
+		withClaim("nothing", nil),
+	), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := http.Header{
+		"X-User":     {"alice"},
+		"X-Groups":   {"dev,ops"},
+		"X-Roles":    {"admin"},
+		"X-Level":    {"3"},
+		"X-Big":      {"12345678901234567890"},
+		"X-Verified": {"true"},
+	}
+	if got := v.ForwardHeaders(c); !reflect.DeepEqual(got, want) {
+		t.Errorf("ForwardHeaders = %v\nwant %v", got, want)
+	}
+	names := v.ForwardedHeaderNames()
+	if len(names) != 10 || names[0] != "X-User" || names[9] != "X-Nothing" {
+		t.Errorf("ForwardedHeaderNames = %v", names)
+	}
+}

@@ -1,0 +1,93 @@
+package verify
+
+import (
+	"net/http"
+	"strings"
+)
+
+// ExtractToken reads a request's token from src (zero means Authorization: Bearer).
+//
+// A request that offers more than one candidate is refused as ambiguous rather than
+// guessing which one a downstream component will read: the source header or cookie given
+// twice, or, when the source is not the Authorization header itself, an
+// "Authorization: Bearer" header next to it. The returned error is an *Error with Reason
+// missing_token (RFC 6750: answer 401 without an error code), ambiguous_token or malformed.
+func ExtractToken(r *http.Request, src TokenSource) (string, error) {
+	if src == (TokenSource{}) {
+		src = TokenSource{Header: DefaultTokenHeader, Prefix: DefaultTokenPrefix}
+	}
+	var tok string
+	if src.Cookie != "" {
+		cookies := r.CookiesNamed(src.Cookie)
+		switch {
+		case len(cookies) == 0:
+			return "", errMissingToken
+		case len(cookies) > 1 || hasBearer(r.Header):
+			return "", errAmbiguousToken
+		}
+		tok = cookies[0].Value
+	} else {
+		values := r.Header.Values(src.Header)
+		switch {
+		case len(values) == 0:
+			return "", errMissingToken
+		case len(values) > 1:
+			return "", errAmbiguousToken
+		case !strings.EqualFold(src.Header, DefaultTokenHeader) && hasBearer(r.Header):
+			return "", errAmbiguousToken
+		}
+		v := values[0]
+		if src.Prefix != "" {
+			// Auth schemes are case-insensitive (RFC 9110); another scheme, such as Basic,
+			// is not a token for this policy.
+			if len(v) < len(src.Prefix) || !strings.EqualFold(v[:len(src.Prefix)], src.Prefix) {
+				return "", errMissingToken
+			}
+			v = v[len(src.Prefix):]
+		}
+		tok = strings.Trim(v, " \t")
+	}
+	if tok == "" {
+		return "", reject(ReasonMalformed, "empty token")
+	}
+	return tok, nil
+}
+
+func hasBearer(h http.Header) bool {
+	for _, v := range h.Values(DefaultTokenHeader) {
+		if len(v) >= len(DefaultTokenPrefix) && strings.EqualFold(v[:len(DefaultTokenPrefix)], DefaultTokenPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveToken deletes the token from r: the source header, or just the source cookie from
+// the Cookie header(s), leaving other cookies as they were.
+func RemoveToken(r *http.Request, src TokenSource) {
+	if src == (TokenSource{}) {
+		src = TokenSource{Header: DefaultTokenHeader, Prefix: DefaultTokenPrefix}
+	}
+	if src.Cookie == "" {
+		r.Header.Del(src.Header)
+		return
+	}
+	lines := r.Header.Values("Cookie")
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.TrimSpace(part)
+			name, _, _ := strings.Cut(part, "=")
+			if part != "" && strings.TrimSpace(name) != src.Cookie {
+				kept = append(kept, part)
+			}
+		}
+	}
+	r.Header.Del("Cookie")
+	if len(kept) > 0 {
+		r.Header.Set("Cookie", strings.Join(kept, "; "))
+	}
+}

@@ -1,0 +1,79 @@
+package verify
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+func TestExtractToken(t *testing.T) {
+	bearer := TokenSource{}
+	cookie := TokenSource{Cookie: "session"}
+	custom := TokenSource{Header: "X-Access-Token"}
+	cases := []struct {
+		name    string
+		src     TokenSource
+		headers [][2]string
+		want    string
+		reason  Reason
+	}{
+		{name: "a bearer token", src: bearer, headers: [][2]string{{"Authorization", "Bearer abc.def.ghi"}}, want: "abc.def.ghi"},
+		{name: "the bearer scheme in any case", src: bearer, headers: [][2]string{{"Authorization", "bEARER abc"}}, want: "abc"},
+		{name: "extra spaces after the scheme", src: bearer, headers: [][2]string{{"Authorization", "Bearer   abc"}}, want: "abc"},
+		{name: "no header", src: bearer, reason: ReasonMissingToken},
+		{name: "another scheme is not a token", src: bearer, headers: [][2]string{{"Authorization", "Basic dXNlcjpwYXNz"}}, reason: ReasonMissingToken},
+		{name: "a bare scheme", src: bearer, headers: [][2]string{{"Authorization", "Bearer "}}, reason: ReasonMalformed},
+		{name: "two Authorization headers", src: bearer, headers: [][2]string{{"Authorization", "Bearer a"}, {"Authorization", "Bearer b"}}, reason: ReasonAmbiguousToken},
+		{name: "a cookie", src: cookie, headers: [][2]string{{"Cookie", "theme=dark; session=abc.def.ghi"}}, want: "abc.def.ghi"},
+		{name: "a cookie source ignores other cookies", src: cookie, headers: [][2]string{{"Cookie", "theme=dark"}}, reason: ReasonMissingToken},
+		{name: "a token in both the cookie and a bearer header", src: cookie,
+			headers: [][2]string{{"Cookie", "session=abc"}, {"Authorization", "Bearer xyz"}}, reason: ReasonAmbiguousToken},
+		{name: "a cookie next to Basic credentials", src: cookie,
+			headers: [][2]string{{"Cookie", "session=abc"}, {"Authorization", "Basic dXNlcjpwYXNz"}}, want: "abc"},
+		{name: "the cookie twice", src: cookie, headers: [][2]string{{"Cookie", "session=a; session=b"}}, reason: ReasonAmbiguousToken},
+		{name: "an empty cookie", src: cookie, headers: [][2]string{{"Cookie", "session="}}, reason: ReasonMalformed},
+		{name: "a custom header without prefix", src: custom, headers: [][2]string{{"X-Access-Token", "abc"}}, want: "abc"},
+		{name: "a custom header next to a bearer header", src: custom,
+			headers: [][2]string{{"X-Access-Token", "abc"}, {"Authorization", "Bearer xyz"}}, reason: ReasonAmbiguousToken},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			for _, h := range tc.headers {
+				r.Header.Add(h[0], h[1])
+			}
+			got, err := ExtractToken(r, tc.src)
+			if ReasonOf(err) != tc.reason || got != tc.want {
+				t.Fatalf("ExtractToken = %q, %v; want %q, reason %q", got, err, tc.want, tc.reason)
+			}
+		})
+	}
+}
+
+func TestVerifierReadsAndRemovesItsTokenSource(t *testing.T) {
+	v := newVerifier(t, configured(func(c *Config) { c.TokenSource = TokenSource{Cookie: "session"} }))
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Add("Cookie", "a=1; session=tok")
+	r.Header.Add("Cookie", "b=2")
+	if tok, err := v.TokenFromRequest(r); err != nil || tok != "tok" {
+		t.Fatalf("TokenFromRequest = %q, %v", tok, err)
+	}
+	v.RemoveToken(r)
+	if got := r.Header.Values("Cookie"); len(got) != 1 || got[0] != "a=1; b=2" {
+		t.Errorf("cookies after removal %q", got)
+	}
+
+	r = httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Cookie", "session=tok")
+	v.RemoveToken(r)
+	if _, ok := r.Header["Cookie"]; ok {
+		t.Error("an empty Cookie header was left behind")
+	}
+
+	v = newVerifier(t)
+	r = httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Authorization", "Bearer tok")
+	v.RemoveToken(r)
+	if r.Header.Get("Authorization") != "" {
+		t.Error("Authorization kept")
+	}
+}
