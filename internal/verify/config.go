@@ -148,6 +148,8 @@ func (c Config) validate() error {
 	}
 	ts := c.TokenSource
 	switch {
+	case ts.Header == "" && ts.Cookie == "":
+		bad("tokenSource: set header or cookie")
 	case ts.Header != "" && ts.Cookie != "":
 		bad("tokenSource: set header or cookie, not both")
 	case ts.Header != "" && !isToken(ts.Header):

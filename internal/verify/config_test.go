@@ -34,6 +34,7 @@ func TestNewRefusesInvalidConfigs(t *testing.T) {
 		}, "twice"},
 		{"a token source with header and cookie", func(c *Config) { c.TokenSource = TokenSource{Header: "A", Cookie: "b"} }, "not both"},
 		{"a cookie source with a prefix", func(c *Config) { c.TokenSource = TokenSource{Cookie: "b", Prefix: "Bearer "} }, "prefix"},
+		{"a token source with only a prefix", func(c *Config) { c.TokenSource = TokenSource{Prefix: "Token "} }, "set header or cookie"},
 		{"a bad cookie name", func(c *Config) { c.TokenSource = TokenSource{Cookie: "a;b"} }, "cookie"},
 	}
 	for _, tc := range cases {
