@@ -143,6 +143,8 @@ type observer struct {
 	firstPublished, firstActive, lastPublished, lastActive map[string]time.Time
 	// violations of invariant 3 seen: a kid in the JWKS that the Secret does not hold.
 	unsafe []string
+	// noActive counts reads of the Secret without an active key after there was one.
+	noActive int
 }
 
 func observe(ctx context.Context, t *testing.T, ns, name string) *observer {
@@ -175,6 +177,10 @@ func observe(ctx context.Context, t *testing.T, ns, name string) *observer {
 						o.firstActive[kid] = now
 					}
 					o.lastActive[kid] = now
+				} else if len(o.firstActive) > 0 {
+					// Invariant 4 as an issuer sees it: once there is an active key, the
+					// Secret always names one.
+					o.noActive++
 				}
 			}
 			time.Sleep(25 * time.Millisecond)
@@ -233,6 +239,9 @@ func TestRotationPublishesAheadRetiresAndRemoves(t *testing.T) {
 	}
 	if len(obs.unsafe) > 0 {
 		t.Errorf("invariant 3: kids published before the Secret held them: %v", obs.unsafe)
+	}
+	if obs.noActive > 0 {
+		t.Errorf("invariant 4: the Secret named no active key in %d reads after it had one", obs.noActive)
 	}
 	// The Secret's own timeline agrees, to the nanosecond.
 	s, err := getSecret(ns, "rot")

@@ -17,7 +17,8 @@
 #   BENCH_RUNS="mixed ec"   which runs, in order (the summary needs both)
 #   BENCH_QPS=500 BENCH_BURST=1000   the manager's --kube-api-qps / --kube-api-burst
 #   BENCH_MANAGER_ARGS=...  extra manager flags (e.g. --concurrency=8)
-# Results, logs and metrics go to bin/bench/<run>/.
+# Results, logs and metrics go to bin/bench/<run>/. The machine should be otherwise idle: each
+# run reports the CPU seconds other processes used meanwhile ("other processes").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -49,7 +50,7 @@ go build -o "$work/localcluster" ./hack/localcluster
 go build -o "$work/signingkeys" ./hack/bench/signingkeys
 
 kube_version=$("$assets/kube-apiserver" --version 2>/dev/null || echo "kube-apiserver $(basename "$assets")")
-say "Machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, $(go version | cut -d' ' -f3-), $kube_version"
+say "Machine: load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, $(go version | cut -d' ' -f3-), $kube_version"
 
 for mix in $runs; do
   dir="$work/$mix"
@@ -58,9 +59,12 @@ for mix in $runs; do
 
   say "[$mix] Starting a fresh local control plane (logs in ${dir#"$root"/}/localcluster.log)"
   "$work/localcluster" --write-kubeconfig "$KUBECONFIG" > "$dir/localcluster.log" 2>&1 &
-  pids+=($!)
+  lcpid=$!
+  pids+=("$lcpid")
   for _ in $(seq 240); do [ -s "$KUBECONFIG" ] && break; sleep 0.5; done
   [ -s "$KUBECONFIG" ] || { cat "$dir/localcluster.log" >&2; echo "control plane did not start" >&2; exit 1; }
+  # kube-apiserver and etcd are the control plane's children; their CPU is reported too.
+  cluster_pids=$(pgrep -P "$lcpid" | paste -sd, || true)
 
   say "[$mix] Starting a fresh manager, --kube-api-qps=$qps --kube-api-burst=$burst (logs in ${dir#"$root"/}/manager.log)"
   metrics=$(port); probe=$(port); disc=$(port)
@@ -75,13 +79,16 @@ for mix in $runs; do
 
   say "[$mix] Creating $count SigningKeys in namespace bench-$mix"
   "$work/signingkeys" -kubeconfig "$KUBECONFIG" -count "$count" -mix "$mix" -namespace "bench-$mix" \
-    -timeout "$timeout" -json "$dir/result.json" -manager-pid "$mpid" | tee "$dir/result.md"
+    -timeout "$timeout" -json "$dir/result.json" -manager-pid "$mpid" -cluster-pids "$cluster_pids" | tee "$dir/result.md"
   echo "Manager /proc/$mpid/status at the end: $(grep -E '^Vm(HWM|RSS):' "/proc/$mpid/status" | tr -s ' \t' ' ' | paste -sd';')" | tee -a "$dir/result.md"
 
   curl -fs "http://127.0.0.1:$metrics/metrics" > "$dir/metrics.txt" || true
   {
     echo "Manager reconciles (controller_runtime_reconcile_total):"
     grep -E '^controller_runtime_reconcile_total\{controller="signingkey"' "$dir/metrics.txt" | sed 's/^/  /' || true
+    echo "Manager API requests by method and code (rest_client_requests_total):"
+    grep -E '^rest_client_requests_total\{' "$dir/metrics.txt" | sed -E 's/.*code="([^"]*)".*method="([^"]*)"\} (.*)/  \2 \1: \3/' | sort || true
+    echo "Manager log lines \"Changed key state\": $(grep -c '"msg":"Changed key state"' "$dir/manager.log" || true) (the production logger samples repeats of a message above 100/s)"
     errors=$(grep -ciE '"level":"error"|^[0-9TZ:.+-]+\s+ERROR' "$dir/manager.log" || true)
     echo "Manager log: $(wc -l < "$dir/manager.log") lines, $errors at error level"
     if [ "$errors" -gt 0 ]; then

@@ -25,7 +25,7 @@ make -s build
 img_manager=${IMG_MANAGER:-tokenkeeper/manager:dev}
 img_tokencheck=tokenkeeper/e2e-tokencheck:dev
 docker build -q -f Dockerfile.prebuilt --target manager -t "$img_manager" . >/dev/null
-ctx=$(mktemp -d); trap 'rm -rf "$ctx"' RETURN 2>/dev/null || true
+ctx=$(mktemp -d)
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/tokencheck" ./test/e2e/tokencheck
 printf 'FROM scratch\nCOPY tokencheck /tokencheck\nUSER 65532:65532\nENTRYPOINT ["/tokencheck"]\n' > "$ctx/Dockerfile"
 docker build -q -t "$img_tokencheck" "$ctx" >/dev/null

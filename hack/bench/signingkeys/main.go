@@ -103,6 +103,18 @@ type Manager struct {
 	CPUInRunSecs float64 `json:"cpuInRunSecs"` // utime+stime between the first create and the end
 }
 
+// Machine is what else used the CPUs during the run: on a shared machine, figures are only
+// comparable when "other" stays small.
+type Machine struct {
+	CPUs            int     `json:"cpus"`
+	BusyCPUSeconds  float64 `json:"busyCPUSeconds"`    // all CPUs, from /proc/stat, during the run
+	ClusterCPUSecs  float64 `json:"clusterCPUSeconds"` // the -cluster-pids (kube-apiserver, etcd) during the run
+	BenchCPUSeconds float64 `json:"benchCPUSeconds"`   // this program during the run
+	OtherCPUSeconds float64 `json:"otherCPUSeconds"`   // busy minus manager, cluster and this program
+	LoadAvgStart    string  `json:"loadAvgStart"`
+	LoadAvgEnd      string  `json:"loadAvgEnd"`
+}
+
 // Result is one run.
 type Result struct {
 	Mix               string    `json:"mix"`
@@ -118,6 +130,7 @@ type Result struct {
 	NotReadyByReason  []string  `json:"notReadyByReason"`  // when timed out: "reason: count"
 	Groups            []Stats   `json:"groups"`            // per algorithm, then EC+EdDSA, RSA, all
 	Manager           *Manager  `json:"manager,omitempty"` // with -manager-pid
+	Machine           *Machine  `json:"machine,omitempty"`
 	BenchGoMaxProcs   int       `json:"benchGOMAXPROCS"`
 	PublishAheadSecs  float64   `json:"publishAheadSeconds"`
 	RotationInterval  string    `json:"rotationInterval"`
@@ -133,6 +146,7 @@ func main() {
 		timeout    = flag.Duration("timeout", 20*time.Minute, "give up when not every SigningKey is Ready after this long")
 		jsonOut    = flag.String("json", "", "also write the result as JSON to this file")
 		managerPID = flag.Int("manager-pid", 0, "pid of the manager: record its peak RSS and CPU seconds from /proc at the end")
+		clusterPID = flag.String("cluster-pids", "", "comma-separated pids of kube-apiserver and etcd: record their CPU seconds during the run")
 		workers    = flag.Int("create-workers", 16, "create requests in flight at once")
 		qps        = flag.Float64("kube-api-qps", 1000, "client-side QPS limit of this program")
 		burst      = flag.Int("kube-api-burst", 2000, "client-side burst of this program")
@@ -156,9 +170,20 @@ func main() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var cluster []int
+	for _, f := range strings.Split(*clusterPID, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			fail(fmt.Errorf("-cluster-pids: %w", err))
+		}
+		cluster = append(cluster, pid)
+	}
 	res, err := run(ctx, config{
 		kubeconfig: *kubeconfig, count: *count, mix: *mix, variants: variants, namespace: *namespace,
-		timeout: *timeout, managerPID: *managerPID, workers: *workers, qps: *qps, burst: *burst, prefix: *prefix,
+		timeout: *timeout, managerPID: *managerPID, clusterPIDs: cluster, workers: *workers, qps: *qps, burst: *burst, prefix: *prefix,
 	})
 	if res != nil {
 		printResult(os.Stdout, res)
@@ -174,17 +199,18 @@ func main() {
 }
 
 type config struct {
-	kubeconfig string
-	count      int
-	mix        string
-	variants   []variant
-	namespace  string
-	timeout    time.Duration
-	managerPID int
-	workers    int
-	qps        float64
-	burst      int
-	prefix     string
+	kubeconfig  string
+	count       int
+	mix         string
+	variants    []variant
+	namespace   string
+	timeout     time.Duration
+	managerPID  int
+	clusterPIDs []int
+	workers     int
+	qps         float64
+	burst       int
+	prefix      string
 }
 
 const (
@@ -301,6 +327,7 @@ func run(ctx context.Context, c config) (*Result, error) {
 			return nil, err
 		}
 	}
+	machineBefore := sampleMachine(c.clusterPIDs)
 
 	names := make([]string, c.count)
 	kinds := make([]variant, c.count)
@@ -379,6 +406,22 @@ func run(ctx context.Context, c config) (*Result, error) {
 		}
 		m.CPUInRunSecs = round3(m.CPUSeconds - cpuBefore)
 		res.Manager = m
+	}
+	if machineBefore.ok {
+		after := sampleMachine(c.clusterPIDs)
+		m := &Machine{
+			CPUs:            runtime.NumCPU(),
+			BusyCPUSeconds:  round3(after.busy - machineBefore.busy),
+			ClusterCPUSecs:  round3(after.cluster - machineBefore.cluster),
+			BenchCPUSeconds: round3(after.self - machineBefore.self),
+			LoadAvgStart:    machineBefore.loadavg,
+			LoadAvgEnd:      after.loadavg,
+		}
+		m.OtherCPUSeconds = round3(m.BusyCPUSeconds - m.ClusterCPUSecs - m.BenchCPUSeconds)
+		if res.Manager != nil {
+			m.OtherCPUSeconds = round3(m.OtherCPUSeconds - res.Manager.CPUInRunSecs)
+		}
+		res.Machine = m
 	}
 
 	tr.mu.Lock()
@@ -558,6 +601,40 @@ func procManager(pid int) (*Manager, error) {
 	return m, nil
 }
 
+type machineSample struct {
+	ok                  bool
+	busy, cluster, self float64
+	loadavg             string
+}
+
+// sampleMachine reads the busy time of all CPUs, of the cluster's processes and of this one.
+func sampleMachine(clusterPIDs []int) machineSample {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineSample{}
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return machineSample{}
+	}
+	var v [8]float64 // user nice system idle iowait irq softirq steal (guest is inside user)
+	for i := range v {
+		v[i], _ = strconv.ParseFloat(f[i+1], 64)
+	}
+	s := machineSample{ok: true, busy: (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / clockTicks}
+	for _, pid := range clusterPIDs {
+		if c, err := procCPUSeconds(pid); err == nil {
+			s.cluster += c
+		}
+	}
+	s.self, _ = procCPUSeconds(os.Getpid())
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		s.loadavg = strings.Join(strings.Fields(string(la))[:3], " ")
+	}
+	return s
+}
+
 // clockTicks is USER_HZ, which is 100 on every Linux architecture Go supports.
 const clockTicks = 100
 
@@ -565,7 +642,7 @@ const clockTicks = 100
 func procCPUSeconds(pid int) (float64, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading the manager's /proc stat: %w", err)
+		return 0, fmt.Errorf("reading /proc/%d/stat: %w", pid, err)
 	}
 	s := string(raw)
 	// The command name is in parentheses and may hold spaces; fields follow the last ')'.
@@ -597,6 +674,11 @@ func printResult(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "| Manager peak RSS (VmHWM) | %d KiB (%.1f MiB) |\n", m.PeakRSSKiB, float64(m.PeakRSSKiB)/1024)
 		fmt.Fprintf(w, "| Manager RSS at the end (VmRSS) | %d KiB (%.1f MiB) |\n", m.RSSKiB, float64(m.RSSKiB)/1024)
 		fmt.Fprintf(w, "| Manager CPU (utime+stime): whole process / during the run | %.2f s / %.2f s |\n", m.CPUSeconds, m.CPUInRunSecs)
+	}
+	if m := r.Machine; m != nil {
+		fmt.Fprintf(w, "| Machine CPU busy during the run (%d CPUs) | %.2f s: manager %.2f, kube-apiserver+etcd %.2f, this program %.2f, other processes %.2f |\n",
+			m.CPUs, m.BusyCPUSeconds, r.managerCPU(), m.ClusterCPUSecs, m.BenchCPUSeconds, m.OtherCPUSeconds)
+		fmt.Fprintf(w, "| Load average at start / end | %s / %s |\n", m.LoadAvgStart, m.LoadAvgEnd)
 	}
 	fmt.Fprintf(w, "\nTime from an object's create request to its Ready=True observed, in seconds:\n\n")
 	fmt.Fprintf(w, "| Algorithm | Objects | Ready | p50 | p90 | p99 | max | mean |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -632,6 +714,13 @@ func readJSON(path string) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return r, nil
+}
+
+func (r *Result) managerCPU() float64 {
+	if r.Manager == nil {
+		return 0
+	}
+	return r.Manager.CPUInRunSecs
 }
 
 func (r *Result) group(name string) (Stats, bool) {
@@ -685,6 +774,10 @@ func runCompare(w io.Writer, candidatePath, baselinePath string) error {
 		fmt.Fprintf(w, "| Manager peak RSS, VmHWM (MiB) | %.1f | %.1f | %s |\n", float64(cm.PeakRSSKiB)/1024, float64(bm.PeakRSSKiB)/1024, ratio(float64(cm.PeakRSSKiB), float64(bm.PeakRSSKiB)))
 		fmt.Fprintf(w, "| Manager CPU during the run (s) | %.2f | %.2f | %s |\n", cm.CPUInRunSecs, bm.CPUInRunSecs, ratio(cm.CPUInRunSecs, bm.CPUInRunSecs))
 		fmt.Fprintf(w, "| Manager CPU, whole process (s) | %.2f | %.2f | %s |\n", cm.CPUSeconds, bm.CPUSeconds, ratio(cm.CPUSeconds, bm.CPUSeconds))
+	}
+	if cand.Machine != nil && base.Machine != nil {
+		fmt.Fprintf(w, "| kube-apiserver+etcd CPU during the run (s) | %.2f | %.2f | %s |\n", cand.Machine.ClusterCPUSecs, base.Machine.ClusterCPUSecs, ratio(cand.Machine.ClusterCPUSecs, base.Machine.ClusterCPUSecs))
+		fmt.Fprintf(w, "| CPU of other processes on the machine during the run (s) | %.2f | %.2f | |\n", cand.Machine.OtherCPUSeconds, base.Machine.OtherCPUSeconds)
 	}
 	fmt.Fprintf(w, "\nThe p99 ratio of the %s objects is the stall indicator: near 1× means RSA key generation in the %s run did not hold up the reconciles of cheap keys.\n\n", groupCheap, cn)
 	return nil

@@ -35,6 +35,9 @@ type Stats struct {
 	Accepted int            `json:"accepted"`
 	Rejected int            `json:"rejected"`
 	Errors   int            `json:"errors"`
+	// Warmup counts failures before the first token reached the verifier (pod start, volume
+	// and Service endpoints settling): those say nothing about rotation.
+	Warmup int `json:"warmup"`
 	ByKID    map[string]int `json:"byKID"`
 	Reasons  map[string]int `json:"reasons"`
 }
@@ -84,12 +87,26 @@ func sign(stats *Stats, keyDir, target, issuer string, every time.Duration) {
 	for range time.Tick(every) {
 		tok, kid, err := signOnce(keyDir, issuer)
 		if err != nil {
-			stats.add(func(s *Stats) { s.Errors++; s.Reasons["sign: "+err.Error()]++ })
+			stats.add(func(s *Stats) {
+				s.Reasons["sign: "+err.Error()]++
+				if s.Sent == 0 {
+					s.Warmup++
+					return
+				}
+				s.Errors++
+			})
 			continue
 		}
 		resp, err := client.Post(target, "application/jwt", bytes.NewBufferString(tok))
 		if err != nil {
-			stats.add(func(s *Stats) { s.Errors++ })
+			stats.add(func(s *Stats) {
+				if s.Sent == 0 {
+					s.Warmup++
+					return
+				}
+				s.Errors++
+				s.Reasons["send: "+err.Error()]++
+			})
 			continue
 		}
 		body, _ := io.ReadAll(resp.Body)
