@@ -42,3 +42,29 @@ const (
 	ReasonNotGathered         = "NotGathered"
 	ReasonInvalidSpec         = "InvalidSpec"
 )
+
+// TokenPolicy condition types and reasons.
+const (
+	// ConditionKeysResolved is True when every trusted key source resolved to keys.
+	ConditionKeysResolved = "KeysResolved"
+	// ConditionRetentionCoversTokens is False when a referenced SigningKey drops retired
+	// keys before tokens this policy accepts expire, so valid tokens would be rejected.
+	ConditionRetentionCoversTokens = "RetentionCoversTokens"
+
+	ReasonResolved            = "Resolved"
+	ReasonSigningKeyNotFound  = "SigningKeyNotFound"
+	ReasonSigningKeyNotReady  = "SigningKeyNotReady"
+	ReasonJWKSUnreachable     = "JWKSUnreachable"
+	ReasonNoKeys              = "NoKeys"
+	ReasonBundleWritten       = "BundleWritten"
+	ReasonBundleWriteFailed   = "BundleWriteFailed"
+	ReasonRetentionTooShort   = "RetentionTooShort"
+	ReasonRetentionSufficient = "RetentionSufficient"
+	ReasonNoLifetimeCap       = "NoLifetimeCap"
+
+	// LabelTokenPolicy marks the bundle ConfigMap rendered for a TokenPolicy.
+	LabelTokenPolicy = "tokenkeeper.dev/token-policy"
+)
+
+// BundleConfigMapName is the ConfigMap holding a TokenPolicy's bundle for its sidecars.
+func (tp *TokenPolicy) BundleConfigMapName() string { return tp.Name + "-bundle" }

@@ -152,6 +152,15 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		return nil, fmt.Errorf("setting up the SigningKey controller: %w", err)
 	}
 
+	tp := &controllers.TokenPolicyReconciler{
+		Client: mgr.GetClient(),
+		Clock:  o.Clock,
+		HTTP:   &http.Client{Timeout: 5 * time.Second},
+	}
+	if err := tp.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the TokenPolicy controller: %w", err)
+	}
+
 	if o.WebhookPort != 0 {
 		if err := setupWebhook(mgr, o, certProvider); err != nil {
 			return nil, err
