@@ -182,4 +182,3 @@ func splitHostPort(t *testing.T, addr string) (string, int) {
 	}
 	return addr[:i], port
 }
-

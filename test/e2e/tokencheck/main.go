@@ -31,15 +31,15 @@ import (
 // Stats are the outcomes counted by either side.
 type Stats struct {
 	mu       sync.Mutex
-	Sent     int            `json:"sent"`
-	Accepted int            `json:"accepted"`
-	Rejected int            `json:"rejected"`
-	Errors   int            `json:"errors"`
+	Sent     int `json:"sent"`
+	Accepted int `json:"accepted"`
+	Rejected int `json:"rejected"`
+	Errors   int `json:"errors"`
 	// Warmup counts failures before the first token reached the verifier (pod start, volume
 	// and Service endpoints settling): those say nothing about rotation.
-	Warmup int `json:"warmup"`
-	ByKID    map[string]int `json:"byKID"`
-	Reasons  map[string]int `json:"reasons"`
+	Warmup  int            `json:"warmup"`
+	ByKID   map[string]int `json:"byKID"`
+	Reasons map[string]int `json:"reasons"`
 }
 
 func (s *Stats) add(f func(*Stats)) {
