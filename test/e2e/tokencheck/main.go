@@ -1,7 +1,8 @@
-// Command tokencheck is the e2e suite's issuer and relying party, run as two pods:
+// Command tokencheck is the e2e suite's issuer, relying party and app, run as pods:
 //
 //	tokencheck sign   --key-dir /keys --target http://verifier/verify
 //	tokencheck verify --jwks /jwks/jwks.json
+//	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got)
 //
 // The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
 // an issuer would, and sends it to the verifier, which checks it against the JWKS mounted
@@ -68,8 +69,16 @@ func main() {
 		keyDir := fs.String("key-dir", "/keys", "the mounted SigningKey Secret")
 		target := fs.String("target", "", "the verifier's /verify URL")
 		every := fs.Duration("every", 200*time.Millisecond, "how often to sign and send")
+		audience := fs.String("audience", "", "aud of signed tokens")
+		bearer := fs.Bool("bearer", false, "send the token as Authorization: Bearer on a GET (to a sidecar) instead of as a POST body")
 		_ = fs.Parse(os.Args[2:])
-		go sign(stats, *keyDir, *target, *issuer, *every)
+		go sign(stats, sender{keyDir: *keyDir, target: *target, issuer: *issuer, audience: *audience, bearer: *bearer}, *every)
+	case "echo":
+		_ = fs.Parse(os.Args[2:])
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "headers": r.Header})
+		})
 	case "verify":
 		jwksFile := fs.String("jwks", "/jwks/jwks.json", "the mounted JWKS")
 		_ = fs.Parse(os.Args[2:])
@@ -82,10 +91,27 @@ func main() {
 	log.Fatal(srv.ListenAndServe())
 }
 
-func sign(stats *Stats, keyDir, target, issuer string, every time.Duration) {
+type sender struct {
+	keyDir, target, issuer, audience string
+	bearer                           bool
+}
+
+func (s sender) send(client *http.Client, tok string) (*http.Response, error) {
+	if !s.bearer {
+		return client.Post(s.target, "application/jwt", bytes.NewBufferString(tok))
+	}
+	req, err := http.NewRequest(http.MethodGet, s.target, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return client.Do(req)
+}
+
+func sign(stats *Stats, sg sender, every time.Duration) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	for range time.Tick(every) {
-		tok, kid, err := signOnce(keyDir, issuer)
+		tok, kid, err := signOnce(sg.keyDir, sg.issuer, sg.audience)
 		if err != nil {
 			stats.add(func(s *Stats) {
 				s.Reasons["sign: "+err.Error()]++
@@ -97,7 +123,7 @@ func sign(stats *Stats, keyDir, target, issuer string, every time.Duration) {
 			})
 			continue
 		}
-		resp, err := client.Post(target, "application/jwt", bytes.NewBufferString(tok))
+		resp, err := sg.send(client, tok)
 		if err != nil {
 			stats.add(func(s *Stats) {
 				if s.Sent == 0 {
@@ -125,7 +151,7 @@ func sign(stats *Stats, keyDir, target, issuer string, every time.Duration) {
 }
 
 // signOnce reads the active key afresh, as an issuer mounting the Secret would.
-func signOnce(keyDir, issuer string) (string, string, error) {
+func signOnce(keyDir, issuer, audience string) (string, string, error) {
 	raw, err := os.ReadFile(filepath.Join(keyDir, "active.jwk"))
 	if err != nil {
 		return "", "", err
@@ -139,7 +165,11 @@ func signOnce(keyDir, issuer string) (string, string, error) {
 		return "", "", err
 	}
 	now := time.Now()
-	tok, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: issuer, Subject: "e2e", IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(30 * time.Second))}).Serialize()
+	claims := jwt.Claims{Issuer: issuer, Subject: "e2e", IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(30 * time.Second))}
+	if audience != "" {
+		claims.Audience = jwt.Audience{audience}
+	}
+	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
 	return tok, key.KeyID, err
 }
 
