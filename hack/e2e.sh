@@ -23,13 +23,15 @@ export KUBECTL="$(hack/kube-binaries.sh kubectl)/kubectl"
 step "images"
 make -s build
 img_manager=${IMG_MANAGER:-tokenkeeper/manager:dev}
+img_sidecar=${IMG_SIDECAR:-tokenkeeper/sidecar:dev}
 img_tokencheck=tokenkeeper/e2e-tokencheck:dev
 docker build -q -f Dockerfile.prebuilt --target manager -t "$img_manager" . >/dev/null
+docker build -q -f Dockerfile.prebuilt --target sidecar -t "$img_sidecar" . >/dev/null
 ctx=$(mktemp -d)
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/tokencheck" ./test/e2e/tokencheck
 printf 'FROM scratch\nCOPY tokencheck /tokencheck\nUSER 65532:65532\nENTRYPOINT ["/tokencheck"]\n' > "$ctx/Dockerfile"
 docker build -q -t "$img_tokencheck" "$ctx" >/dev/null
-kind load docker-image --name "$cluster" "$img_manager" "$img_tokencheck"
+kind load docker-image --name "$cluster" "$img_manager" "$img_sidecar" "$img_tokencheck"
 
 step "deploy config/default"
 "$KUBECTL" apply -k config/default
