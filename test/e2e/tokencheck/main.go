@@ -3,6 +3,7 @@
 //	tokencheck sign   --key-dir /keys --target http://verifier/verify
 //	tokencheck verify --jwks /jwks/jwks.json
 //	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got)
+//	tokencheck mint   --key-dir dir --audience a [--ttl 5m] [--expired]   (prints one token)
 //
 // The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
 // an issuer would, and sends it to the verifier, which checks it against the JWKS mounted
@@ -65,6 +66,23 @@ func main() {
 	listen := fs.String("listen", ":8080", "address of /stats (and /verify)")
 	issuer := fs.String("issuer", "https://e2e.tokenkeeper.dev", "iss of signed tokens")
 	switch os.Args[1] {
+	case "mint":
+		keyDir := fs.String("key-dir", "/keys", "a directory holding the SigningKey Secret's active.jwk")
+		audience := fs.String("audience", "", "aud of the token")
+		subject := fs.String("subject", "alice", "sub of the token")
+		expired := fs.Bool("expired", false, "mint a token that expired ten minutes ago")
+		_ = fs.Parse(os.Args[2:])
+		now := time.Now()
+		if *expired {
+			now = now.Add(-20 * time.Minute)
+		}
+		tok, _, err := mint(*keyDir, jwt.Claims{Issuer: *issuer, Subject: *subject, Audience: audienceOf(*audience),
+			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(10 * time.Minute))})
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(tok)
+		return
 	case "sign":
 		keyDir := fs.String("key-dir", "/keys", "the mounted SigningKey Secret")
 		target := fs.String("target", "", "the verifier's /verify URL")
@@ -152,6 +170,20 @@ func sign(stats *Stats, sg sender, every time.Duration) {
 
 // signOnce reads the active key afresh, as an issuer mounting the Secret would.
 func signOnce(keyDir, issuer, audience string) (string, string, error) {
+	now := time.Now()
+	return mint(keyDir, jwt.Claims{Issuer: issuer, Subject: "e2e", Audience: audienceOf(audience),
+		IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(30 * time.Second))})
+}
+
+func audienceOf(a string) jwt.Audience {
+	if a == "" {
+		return nil
+	}
+	return jwt.Audience{a}
+}
+
+// mint signs claims with the active key in keyDir and returns the token and its kid.
+func mint(keyDir string, claims jwt.Claims) (string, string, error) {
 	raw, err := os.ReadFile(filepath.Join(keyDir, "active.jwk"))
 	if err != nil {
 		return "", "", err
@@ -163,11 +195,6 @@ func signOnce(keyDir, issuer, audience string) (string, string, error) {
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		return "", "", err
-	}
-	now := time.Now()
-	claims := jwt.Claims{Issuer: issuer, Subject: "e2e", IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(30 * time.Second))}
-	if audience != "" {
-		claims.Audience = jwt.Audience{audience}
 	}
 	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
 	return tok, key.KeyID, err
