@@ -46,6 +46,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
 )
@@ -155,6 +157,8 @@ func main() {
 		baseline   = flag.String("baseline", "", "baseline result JSON for -compare")
 	)
 	flag.Parse()
+	// The informer logs watch restarts; they go to stderr, apart from the results on stdout.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	if *compare != "" {
 		if err := runCompare(os.Stdout, *compare, *baseline); err != nil {
 			fail(err)
