@@ -15,7 +15,7 @@ import (
 type Pool struct {
 	rand    io.Reader
 	onReady func(owner string) // called when a background key is ready for owner
-	sem     chan struct{}
+	slots   *slots
 
 	mu       sync.Mutex
 	inflight map[string]keys.Params
@@ -37,7 +37,7 @@ func New(ctx context.Context, rand io.Reader, workers int, onReady func(owner st
 	if workers < 1 {
 		workers = 1
 	}
-	return &Pool{rand: rand, onReady: onReady, sem: make(chan struct{}, workers),
+	return &Pool{rand: rand, onReady: onReady, slots: newSlots(workers),
 		inflight: map[string]keys.Params{}, ready: map[string]result{}, ctx: ctx}
 }
 
@@ -87,14 +87,12 @@ func (p *Pool) Wait() { p.wg.Wait() }
 
 func (p *Pool) generate(owner string, params keys.Params) {
 	defer p.wg.Done()
-	select {
-	case p.sem <- struct{}{}:
-	case <-p.ctx.Done():
+	if !p.slots.acquire(p.ctx, params.RSABits) {
 		p.Forget(owner)
 		return
 	}
 	k, err := keys.Generate(p.rand, params)
-	<-p.sem
+	p.slots.release()
 	p.mu.Lock()
 	current, wanted := p.inflight[owner]
 	if wanted && current == params {
