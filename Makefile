@@ -61,8 +61,9 @@ build: ## Build the binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
 .PHONY: docker-build
-docker-build: build ## Build the manager image from the host-built binary (pulls nothing).
+docker-build: build ## Build the manager and sidecar images from the host-built binaries (pulls nothing).
 	docker build -f Dockerfile.prebuilt --target manager -t $(IMG_MANAGER) .
+	docker build -f Dockerfile.prebuilt --target sidecar -t $(IMG_SIDECAR) .
 
 .PHONY: run
 run: envtest-assets ## Run the manager against the current kubeconfig.

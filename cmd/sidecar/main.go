@@ -1,0 +1,124 @@
+// Command sidecar is tokenkeeper's verifying proxy. Injected into a pod it reads the policy
+// bundle the manager renders:
+//
+//	sidecar --listen=:15080 --admin-listen=:15021 --upstream=http://127.0.0.1:8080 --bundle-dir=/etc/tokenkeeper/bundle
+//
+// Outside Kubernetes it runs from files:
+//
+//	sidecar --listen=:8443 --upstream=http://127.0.0.1:8080 --policy-file=policy.yaml --jwks-file=jwks.json [--revocations-file=revocations.yaml]
+//
+// SIGTERM or SIGINT drains and stops it; a second signal stops it at once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/sidecar"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+func run(args []string, stderr io.Writer) int {
+	opts, logger, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	context.AfterFunc(ctx, stop) // a second signal takes its default action: exit at once
+
+	s, err := sidecar.New(opts)
+	if err != nil {
+		logger.Error("Failed to start", "err", err)
+		return 1
+	}
+	if err := s.Run(ctx); err != nil {
+		logger.Error("Stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags turns the command line into Options and a logger.
+func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger, error) {
+	var o sidecar.Options
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Listen, "listen", sidecar.DefaultListen, "Address the proxy serves traffic on.")
+	fs.StringVar(&o.AdminListen, "admin-listen", sidecar.DefaultAdminListen, "Address of /healthz, /readyz and /metrics.")
+	fs.StringVar(&o.Upstream, "upstream", "", "Base URL of the app, such as http://127.0.0.1:8080 (required).")
+	bundleDir := fs.String("bundle-dir", "", "Directory of the policy bundle (policy.yaml, jwks.json, revocations.yaml); excludes the --*-file flags.")
+	fs.StringVar(&o.PolicyName, "policy-name", "", "TokenPolicy the bundle is expected to hold (checked, for logs).")
+	fs.StringVar(&o.PolicyFile, "policy-file", "", "TokenPolicy manifest (standalone mode).")
+	fs.StringVar(&o.JWKSFile, "jwks-file", "", "JWKS of trusted public keys (standalone mode; optional when the policy names jwksURIs).")
+	fs.StringVar(&o.RevocationsFile, "revocations-file", "", "RevocationList manifest (standalone mode; optional, absent means nothing is revoked).")
+	fs.DurationVar(&o.PollInterval, "poll-interval", sidecar.DefaultPollInterval, "How often the files are checked for changes.")
+	fs.IntVar(&o.MaxHeaderBytes, "max-header-bytes", sidecar.DefaultMaxHeaderBytes, "Largest request header block (plus Go's 4 KiB slack); beyond: 431.")
+	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", sidecar.DefaultMaxBodyBytes, "Largest request body; beyond: 413.")
+	fs.DurationVar(&o.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "Time allowed to read a request's headers.")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", sidecar.DefaultIdleTimeout, "How long an idle client keep-alive connection is kept.")
+	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", sidecar.DefaultUpstreamTimeout, "Time the app has to send its response headers; beyond: 504.")
+	fs.IntVar(&o.UpstreamIdleConns, "upstream-idle-conns", sidecar.DefaultUpstreamIdleConns, "Idle keep-alive connections kept to the app.")
+	fs.DurationVar(&o.UpstreamIdleTimeout, "upstream-idle-timeout", sidecar.DefaultUpstreamIdleTimeout, "How long an idle connection to the app is kept; keep it below the app's own keep-alive timeout.")
+	fs.DurationVar(&o.DrainDelay, "drain-delay", sidecar.DefaultDrainDelay, "After SIGTERM, how long to keep serving while /readyz reports 503.")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "After SIGTERM, how long until remaining requests are cut off (drain delay included).")
+	cacheSize := fs.Int("token-cache-size", sidecar.DefaultCacheSize, "Verified tokens remembered (0 disables the cache).")
+	fs.DurationVar(&o.JWKSFetchTimeout, "jwks-fetch-timeout", sidecar.DefaultJWKSFetchTimeout, "Time allowed for one remote JWKS fetch.")
+	fs.Int64Var(&o.JWKSMaxBytes, "jwks-max-bytes", sidecar.DefaultJWKSMaxBytes, "Largest remote JWKS document.")
+	fs.DurationVar(&o.JWKSRefreshMin, "jwks-refresh-min", sidecar.DefaultJWKSRefreshMin, "Shortest refresh interval of a remote JWKS, whatever its Cache-Control says.")
+	fs.DurationVar(&o.JWKSRefreshMax, "jwks-refresh-max", sidecar.DefaultJWKSRefreshMax, "Longest refresh interval of a remote JWKS.")
+	fs.DurationVar(&o.JWKSRefresh, "jwks-refresh", sidecar.DefaultJWKSRefresh, "Refresh interval of a remote JWKS that sends no caching headers.")
+	fs.DurationVar(&o.JWKSUnknownKIDInterval, "jwks-unknown-kid-interval", sidecar.DefaultJWKSUnknownKIDInterval, "A token with an unknown kid refreshes a remote JWKS at most this often.")
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "Log level: debug, info, warn or error (debug logs every refused request, never its token).")
+	format := fs.String("log-format", "json", "Log format: json or text.")
+	if err := fs.Parse(args); err != nil {
+		return o, nil, err
+	}
+	if fs.NArg() > 0 {
+		return o, nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+
+	switch {
+	case *bundleDir != "" && (o.PolicyFile != "" || o.JWKSFile != "" || o.RevocationsFile != ""):
+		return o, nil, errors.New("--bundle-dir and --policy-file/--jwks-file/--revocations-file exclude each other")
+	case *bundleDir != "":
+		o.PolicyFile, o.JWKSFile, o.RevocationsFile = sidecar.BundleFiles(*bundleDir)
+	case o.PolicyFile == "":
+		return o, nil, errors.New("set --bundle-dir, or --policy-file (with --jwks-file and optionally --revocations-file)")
+	}
+	if *cacheSize == 0 {
+		o.CacheSize = -1
+	} else {
+		o.CacheSize = *cacheSize
+	}
+
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch *format {
+	case "json":
+		h = slog.NewJSONHandler(stderr, hopts)
+	case "text":
+		h = slog.NewTextHandler(stderr, hopts)
+	default:
+		return o, nil, fmt.Errorf("--log-format %q: want json or text", *format)
+	}
+	logger := slog.New(h)
+	if o.PolicyName != "" {
+		logger = logger.With("policyName", o.PolicyName)
+	}
+	o.Logger = logger
+	return o, logger, nil
+}

@@ -1,0 +1,221 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/policy"
+	"github.com/tokenkeeper/tokenkeeper/internal/verify"
+)
+
+// Defaults of Options (and of the sidecar's flags).
+const (
+	DefaultListen            = ":15080"
+	DefaultAdminListen       = ":15021"
+	DefaultPollInterval      = time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultMaxBodyBytes      = 10 << 20
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultIdleTimeout       = 90 * time.Second
+	// DefaultUpstreamIdleTimeout is below the keep-alive timeouts of common app servers
+	// (Node and uvicorn 5s, Puma and Tomcat 20s): the proxy must drop an idle connection
+	// before the app does, or a request sent on it as the app closes it fails (502).
+	DefaultUpstreamIdleTimeout = 4 * time.Second
+	DefaultUpstreamTimeout     = 30 * time.Second
+	DefaultDrainDelay          = 5 * time.Second
+	DefaultShutdownTimeout     = 15 * time.Second
+	DefaultCacheSize           = verify.DefaultCacheSize
+
+	DefaultJWKSFetchTimeout       = 5 * time.Second
+	DefaultJWKSMaxBytes           = 1 << 20
+	DefaultJWKSRefreshMin         = 30 * time.Second
+	DefaultJWKSRefreshMax         = time.Hour
+	DefaultJWKSRefresh            = 5 * time.Minute
+	DefaultJWKSUnknownKIDInterval = 10 * time.Second
+
+	// DefaultUpstreamIdleConns is how many idle keep-alive connections to the app are kept.
+	// Go's default of 2 per host makes a busy proxy dial constantly and halves throughput.
+	DefaultUpstreamIdleConns = 1024
+)
+
+// Options configure a Sidecar. Zero durations and sizes take the defaults above.
+type Options struct {
+	// Listen and AdminListen are the addresses Run listens on: app traffic, and /healthz,
+	// /readyz and /metrics.
+	Listen, AdminListen string
+	// Upstream is the app's base URL, such as http://127.0.0.1:8080.
+	Upstream string
+
+	// PolicyFile holds a TokenPolicy manifest (required). JWKSFile holds a JWKS; empty means
+	// keys come from the policy's jwksURIs only. RevocationsFile holds a RevocationList
+	// manifest; empty or absent means nothing is revoked. BundleFiles names them in a bundle
+	// directory.
+	PolicyFile, JWKSFile, RevocationsFile string
+	// PolicyName is the TokenPolicy the bundle is expected to hold, for logs and a sanity
+	// check; empty skips the check.
+	PolicyName string
+	// PollInterval is how often the files are checked for changes, and how often remote
+	// JWKS are checked for a due refresh.
+	PollInterval time.Duration
+
+	// MaxHeaderBytes bounds request headers (Go allows 4 KiB of slack); beyond: 431.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds request bodies; beyond: 413.
+	MaxBodyBytes int64
+	// ReadHeaderTimeout bounds reading a request's headers; IdleTimeout a keep-alive
+	// connection's wait for the next request.
+	ReadHeaderTimeout, IdleTimeout time.Duration
+	// UpstreamTimeout bounds the wait for the app's response headers; beyond: 504.
+	UpstreamTimeout time.Duration
+	// UpstreamIdleConns is the number of idle connections kept to the app, for at most
+	// UpstreamIdleTimeout each.
+	UpstreamIdleConns   int
+	UpstreamIdleTimeout time.Duration
+
+	// DrainDelay is how long the sidecar keeps serving, unready, after it is told to stop;
+	// ShutdownTimeout bounds the whole stop, drain delay included.
+	DrainDelay, ShutdownTimeout time.Duration
+
+	// CacheSize bounds the verified-token cache: 0 means DefaultCacheSize, negative
+	// disables it.
+	CacheSize int
+
+	// JWKSFetchTimeout and JWKSMaxBytes bound one remote JWKS fetch.
+	JWKSFetchTimeout time.Duration
+	JWKSMaxBytes     int64
+	// A remote JWKS is refreshed after its Cache-Control max-age (or Expires) clamped to
+	// [JWKSRefreshMin, JWKSRefreshMax], or after JWKSRefresh when it says nothing.
+	JWKSRefreshMin, JWKSRefreshMax, JWKSRefresh time.Duration
+	// JWKSUnknownKIDInterval: a token with an unknown kid refreshes a remote JWKS at most
+	// this often (per URI).
+	JWKSUnknownKIDInterval time.Duration
+	// HTTPClient fetches remote JWKS; nil means a client honouring the proxy environment
+	// variables. Its timeout is JWKSFetchTimeout either way.
+	HTTPClient *http.Client
+
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards logs.
+	Logger *slog.Logger
+
+	// jitter shortens refresh intervals a little; nil means up to a tenth at random. Tests
+	// make it exact.
+	jitter func(time.Duration) time.Duration
+}
+
+// BundleFiles are the files of a policy bundle directory as mounted into an injected pod.
+func BundleFiles(dir string) (policyFile, jwksFile, revocationsFile string) {
+	return filepath.Join(dir, policy.BundlePolicy), filepath.Join(dir, policy.BundleJWKS),
+		filepath.Join(dir, policy.BundleRevocations)
+}
+
+// withDefaults fills in zero values and checks what cannot work.
+func (o Options) withDefaults() (Options, error) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	if o.AdminListen == "" {
+		o.AdminListen = DefaultAdminListen
+	}
+	def(&o.PollInterval, DefaultPollInterval)
+	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&o.IdleTimeout, DefaultIdleTimeout)
+	def(&o.UpstreamTimeout, DefaultUpstreamTimeout)
+	def(&o.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	def(&o.DrainDelay, DefaultDrainDelay)
+	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
+	def(&o.JWKSFetchTimeout, DefaultJWKSFetchTimeout)
+	def(&o.JWKSRefreshMin, DefaultJWKSRefreshMin)
+	def(&o.JWKSRefreshMax, DefaultJWKSRefreshMax)
+	def(&o.JWKSRefresh, DefaultJWKSRefresh)
+	def(&o.JWKSUnknownKIDInterval, DefaultJWKSUnknownKIDInterval)
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.UpstreamIdleConns == 0 {
+		o.UpstreamIdleConns = DefaultUpstreamIdleConns
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	if o.JWKSMaxBytes == 0 {
+		o.JWKSMaxBytes = DefaultJWKSMaxBytes
+	}
+	if o.jitter == nil {
+		o.jitter = defaultJitter
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if o.PolicyFile == "" {
+		bad("no policy file")
+	}
+	if _, err := upstreamURL(o.Upstream); err != nil {
+		bad("upstream: %v", err)
+	}
+	if o.MaxHeaderBytes < 0 || o.MaxBodyBytes < 0 || o.JWKSMaxBytes < 0 || o.UpstreamIdleConns < 0 {
+		bad("sizes must not be negative")
+	}
+	for name, d := range map[string]time.Duration{
+		"poll interval": o.PollInterval, "read-header timeout": o.ReadHeaderTimeout,
+		"idle timeout": o.IdleTimeout, "upstream timeout": o.UpstreamTimeout,
+		"upstream idle timeout": o.UpstreamIdleTimeout,
+		"shutdown timeout":      o.ShutdownTimeout, "JWKS fetch timeout": o.JWKSFetchTimeout,
+		"JWKS refresh": o.JWKSRefresh, "JWKS minimum refresh": o.JWKSRefreshMin,
+		"JWKS unknown-kid interval": o.JWKSUnknownKIDInterval,
+	} {
+		if d < 0 {
+			bad("%s %s is negative", name, d)
+		}
+	}
+	if o.DrainDelay < 0 {
+		bad("drain delay %s is negative", o.DrainDelay)
+	}
+	if o.DrainDelay >= o.ShutdownTimeout {
+		bad("drain delay %s leaves nothing of the shutdown timeout %s", o.DrainDelay, o.ShutdownTimeout)
+	}
+	if o.JWKSRefreshMax < o.JWKSRefreshMin {
+		bad("JWKS maximum refresh %s is below the minimum %s", o.JWKSRefreshMax, o.JWKSRefreshMin)
+	}
+	return o, errors.Join(errs...)
+}
+
+// upstreamURL parses the app's base URL: http or https, a host, no query or fragment.
+func upstreamURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("not set")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("%q: scheme must be http or https", s)
+	case u.Host == "":
+		return nil, fmt.Errorf("%q: no host", s)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("%q: no query, fragment or user info allowed", s)
+	}
+	return u, nil
+}

@@ -1,0 +1,284 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/verify"
+)
+
+// WWW-Authenticate challenges (RFC 6750 §3): a request without a token gets no error code.
+var (
+	challengeMissing      = []string{`Bearer realm="tokenkeeper"`}
+	challengeInvalid      = []string{`Bearer error="invalid_token"`}
+	challengeInsufficient = []string{`Bearer error="insufficient_scope"`}
+	contentTypeText       = []string{"text/plain; charset=utf-8"}
+	noSniff               = []string{"nosniff"}
+	noStore               = []string{"no-store"}
+	retryAfter            = []string{"1"}
+)
+
+// requestState travels from the handler to the ReverseProxy's Rewrite and ErrorHandler in
+// the request's context.
+type requestState struct {
+	eng     *engine
+	claims  *verify.Claims // nil on anonymous routes
+	outcome outcome
+}
+
+type stateKey struct{}
+
+// Handler is the proxy: it verifies each request and forwards those allowed to the app.
+func (s *Sidecar) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+func (s *Sidecar) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	o := s.handle(w, r)
+	s.metrics.request(o, time.Since(start))
+}
+
+// handle decides a request and, when it may pass, proxies it. It returns the outcome.
+func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
+	if r.Method == http.MethodConnect {
+		// A verifying proxy in front of one app never opens tunnels.
+		refuse(w, http.StatusMethodNotAllowed, nil)
+		return outcomeBadRequest
+	}
+	eng := s.engine.Load()
+	if eng == nil {
+		w.Header()["Retry-After"] = retryAfter
+		refuse(w, http.StatusServiceUnavailable, nil)
+		return outcomeUnavailable
+	}
+	v := eng.v
+	rs := &requestState{eng: eng, outcome: outcomeAnonymous}
+	// Anonymous routes pass whatever the request carries: a token there is not verified and
+	// no claims are forwarded, so a bad token cannot break a health check.
+	if d := v.Decide(r.Method, r.URL.Path, nil); d.Outcome != verify.AllowAnonymous {
+		if !v.Ready() {
+			w.Header()["Retry-After"] = retryAfter
+			refuse(w, http.StatusServiceUnavailable, nil)
+			return outcomeUnavailable
+		}
+		tok, err := v.TokenFromRequest(r)
+		if err == nil {
+			rs.claims, err = v.Verify(tok, s.now())
+		}
+		if err != nil {
+			reason := verify.ReasonOf(err)
+			s.metrics.rejection(reason)
+			challenge := challengeInvalid
+			if reason == verify.ReasonMissingToken {
+				challenge = challengeMissing
+			}
+			s.debugRejection(r, http.StatusUnauthorized, reason, err)
+			refuse(w, http.StatusUnauthorized, challenge)
+			return outcomeUnauthenticated
+		}
+		if d = v.Decide(r.Method, r.URL.Path, rs.claims); d.Outcome != verify.Allow {
+			s.metrics.rejection(d.Reason)
+			s.debugRejection(r, http.StatusForbidden, d.Reason, nil, "claim", d.Claim, "rule", d.Rule)
+			refuse(w, http.StatusForbidden, challengeInsufficient)
+			return outcomeForbidden
+		}
+		rs.outcome = outcomeAllowed
+	}
+	if r.ContentLength > s.opts.MaxBodyBytes {
+		refuse(w, http.StatusRequestEntityTooLarge, nil)
+		return outcomeBadRequest
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	}
+	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, rs)))
+	return rs.outcome
+}
+
+// refuse answers a request the app never sees.
+func refuse(w http.ResponseWriter, code int, challenge []string) {
+	h := w.Header()
+	if challenge != nil {
+		h["Www-Authenticate"] = challenge
+	}
+	h["Content-Type"] = contentTypeText
+	h["X-Content-Type-Options"] = noSniff
+	h["Cache-Control"] = noStore
+	w.WriteHeader(code)
+	_, _ = w.Write(statusBodies[code])
+}
+
+var statusBodies = map[int][]byte{}
+
+func init() {
+	for _, c := range []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+		http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable, http.StatusBadGateway,
+		http.StatusGatewayTimeout} {
+		statusBodies[c] = []byte(http.StatusText(c) + "\n")
+	}
+}
+
+// debugRejection logs a refusal at debug level: never the token, never the query string.
+func (s *Sidecar) debugRejection(r *http.Request, code int, reason verify.Reason, err error, attrs ...any) {
+	if !s.log.Enabled(r.Context(), slog.LevelDebug) {
+		return
+	}
+	attrs = append(attrs, "status", code, "reason", string(reason), "method", r.Method,
+		"path", r.URL.Path, "remote", r.RemoteAddr)
+	var verr *verify.Error
+	if errors.As(err, &verr) && verr.KID() != "" {
+		attrs = append(attrs, "kid", truncate(verr.KID(), 64))
+	}
+	s.log.Debug("Refused a request", attrs...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// newReverseProxy forwards to the upstream with the Rewrite below.
+func (s *Sidecar) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:      s.rewrite,
+		Transport:    s.tr,
+		BufferPool:   newBufferPool(),
+		ErrorHandler: s.proxyError,
+		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// rewrite prepares the request for the app. It runs after the ReverseProxy removed the
+// hop-by-hop headers, so a client naming X-User in "Connection" cannot make the proxy drop
+// the X-User the sidecar sets.
+func (s *Sidecar) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(s.upstream)
+	pr.Out.Host = pr.In.Host // the app sees the host the client asked for
+	// Transparent for forwarding headers, as a sidecar should be: the peer is appended to
+	// X-Forwarded-For, and what an ingress in front said about host and scheme is kept
+	// (set from this hop when absent). The sidecar vouches for none of them.
+	in, out := pr.In.Header, pr.Out.Header
+	out["X-Forwarded-For"] = in["X-Forwarded-For"]
+	pr.SetXForwarded()
+	for _, name := range forwardingHeaders {
+		if v, ok := in[name]; ok {
+			out[name] = v
+		}
+	}
+
+	rs, _ := pr.In.Context().Value(stateKey{}).(*requestState)
+	if rs == nil {
+		return // unreachable: handle always sets it
+	}
+	eng := rs.eng
+	if len(eng.strip) > 0 {
+		eng.stripClaimHeaders(out)
+		if pr.Out.Trailer != nil {
+			eng.stripClaimHeaders(pr.Out.Trailer) // an app may merge trailers into headers
+		}
+	}
+	if !eng.forwardToken {
+		verify.RemoveToken(pr.Out, eng.src)
+	}
+	if rs.claims != nil {
+		for name, values := range eng.v.ForwardHeaders(rs.claims) {
+			out[name] = values
+		}
+	}
+}
+
+var forwardingHeaders = []string{"X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+
+// stripClaimHeaders deletes every copy of the forwarded-claim headers from h, including
+// spellings with underscores, which some frameworks (CGI, WSGI, Rack, PHP) read as the same
+// header.
+func (eng *engine) stripClaimHeaders(h http.Header) {
+	for _, name := range eng.strip {
+		delete(h, name)
+	}
+	for name := range h {
+		if strings.IndexByte(name, '_') >= 0 {
+			if _, ok := eng.stripSet[http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))]; ok {
+				delete(h, name)
+			}
+		}
+	}
+}
+
+// proxyError answers when the app could not be reached or did not answer in time.
+func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	rs, _ := r.Context().Value(stateKey{}).(*requestState)
+	if rs == nil {
+		rs = &requestState{}
+	}
+	var tooLarge *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooLarge):
+		rs.outcome = outcomeBadRequest
+		refuse(w, http.StatusRequestEntityTooLarge, nil)
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer. Not the app's fault.
+		rs.outcome = outcomeClientClosed
+		w.WriteHeader(http.StatusBadGateway)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		rs.outcome = outcomeUpstreamError
+		s.upstreamErrLog.log(s.log, "Timed out waiting for the upstream", err)
+		refuse(w, http.StatusGatewayTimeout, nil)
+	default:
+		rs.outcome = outcomeUpstreamError
+		s.upstreamErrLog.log(s.log, "Failed to reach the upstream", err)
+		refuse(w, http.StatusBadGateway, nil)
+	}
+}
+
+// sampledLog logs at most once a second, so that a down app does not flood the log; the
+// request metrics count every failure.
+type sampledLog struct{ last atomic.Int64 }
+
+func (l *sampledLog) log(log *slog.Logger, msg string, err error) {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn(msg, "err", err)
+}
+
+// newUpstreamTransport is tuned for one app on loopback: many idle keep-alive connections
+// (Go keeps 2 per host by default), closed before the app would close them, no compression
+// of its own (the proxy passes Accept-Encoding through untouched), no environment proxy,
+// HTTP/1.1, default buffer sizes (memory per connection stays small).
+func newUpstreamTransport(o Options) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          o.UpstreamIdleConns,
+		MaxIdleConnsPerHost:   o.UpstreamIdleConns,
+		IdleConnTimeout:       o.UpstreamIdleTimeout,
+		ResponseHeaderTimeout: o.UpstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// bufferPool recycles the ReverseProxy's copy buffers, which it would otherwise allocate
+// (32 KiB) for every response.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }

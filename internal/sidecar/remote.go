@@ -1,0 +1,389 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/verify"
+)
+
+// Retry delays after failed remote JWKS fetches: doubling from the first to the last.
+const (
+	fetchRetryMin = 2 * time.Second
+	fetchRetryMax = time.Minute
+)
+
+// remoteSource is one jwksURI of the policy: the last good document and when to refresh it.
+type remoteSource struct {
+	s   *Sidecar
+	uri string
+	doc atomic.Pointer[[]byte] // last good JWKS document; nil before the first
+
+	mu        sync.Mutex
+	inflight  *fetchCall // the fetch under way, which later callers wait for
+	lastStart time.Time  // when the last fetch started: the unknown-kid rate limit
+	next      time.Time  // when the scheduled refresh is due
+	failures  int        // consecutive failed fetches
+	etag      string
+	hash      [32]byte // of doc
+}
+
+// fetchCall is one fetch that every concurrent caller shares.
+type fetchCall struct {
+	done    chan struct{}
+	changed bool // the document changed and the new key set is in place
+}
+
+// setRemotesLocked makes the remote sources match uris, keeping the state (last good set,
+// schedule) of those that stay. It returns the new ones, which want a first fetch.
+func (s *Sidecar) setRemotesLocked(uris []string) (added []*remoteSource) {
+	old := *s.remotes.Load()
+	next := make([]*remoteSource, 0, len(uris))
+	for _, u := range uris {
+		i := slices.IndexFunc(old, func(r *remoteSource) bool { return r.uri == u })
+		if i >= 0 {
+			next = append(next, old[i])
+			continue
+		}
+		src := &remoteSource{s: s, uri: u}
+		next = append(next, src)
+		added = append(added, src)
+	}
+	for _, o := range old {
+		if !slices.Contains(uris, o.uri) {
+			s.metrics.lastFetchOK.DeleteLabelValues(o.uri)
+		}
+	}
+	s.remotes.Store(&next)
+	return added
+}
+
+// refreshDue starts the scheduled refreshes that are due, in the background.
+func (s *Sidecar) refreshDue() {
+	now := s.now()
+	for _, src := range *s.remotes.Load() {
+		src.mu.Lock()
+		due := src.inflight == nil && !now.Before(src.next)
+		src.mu.Unlock()
+		if due {
+			go src.refresh(s.ctx, triggerScheduled, 0)
+		}
+	}
+}
+
+// refreshOnUnknownKID is the Verifier's unknown-kid hook: it refreshes every remote set
+// (at most once per JWKSUnknownKIDInterval each, joining a fetch already under way) and
+// reports whether any changed. kid is attacker-controlled: it is neither used nor logged.
+func (s *Sidecar) refreshOnUnknownKID(string) bool {
+	srcs := *s.remotes.Load()
+	gap := s.opts.JWKSUnknownKIDInterval
+	if len(srcs) == 1 {
+		return srcs[0].refresh(s.ctx, triggerUnknownKID, gap)
+	}
+	var changed atomic.Bool
+	var wg sync.WaitGroup
+	for _, src := range srcs {
+		wg.Go(func() {
+			if src.refresh(s.ctx, triggerUnknownKID, gap) {
+				changed.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return changed.Load()
+}
+
+// refresh fetches the document unless a fetch is under way, in which case it waits for that
+// one, or one started less than minGap ago. It reports whether the key set changed.
+func (src *remoteSource) refresh(ctx context.Context, trigger string, minGap time.Duration) bool {
+	now := src.s.now()
+	src.mu.Lock()
+	if c := src.inflight; c != nil {
+		src.mu.Unlock()
+		<-c.done
+		return c.changed
+	}
+	if minGap > 0 && !src.lastStart.IsZero() && now.Sub(src.lastStart) < minGap {
+		src.mu.Unlock()
+		src.s.metrics.rateLimited.Inc() // only unknown-kid refreshes pass a gap
+		return false
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	src.inflight, src.lastStart = c, now
+	etag := src.etag
+	src.mu.Unlock()
+
+	defer func() {
+		src.mu.Lock()
+		src.inflight = nil
+		src.mu.Unlock()
+		close(c.done)
+	}()
+	c.changed = src.fetch(ctx, trigger, etag)
+	return c.changed
+}
+
+// fetch gets the document once and, when it changed, applies the new effective key set.
+func (src *remoteSource) fetch(ctx context.Context, trigger, etag string) bool {
+	s := src.s
+	body, hdr, notModified, err := src.get(ctx, etag)
+	var keys []jose.JSONWebKey
+	var skipped int
+	if err == nil && !notModified {
+		var allowed []string
+		if eng := s.engine.Load(); eng != nil {
+			allowed = eng.allowed
+		}
+		keys, skipped, err = usableRemoteKeys(body, allowed)
+		if err == nil && len(keys) == 0 {
+			err = fmt.Errorf("no usable signing key (%d skipped: wrong use, unsupported or disallowed alg, or an RSA key without alg while several RSA algorithms are allowed)", skipped)
+		}
+	}
+	now := s.now()
+	src.mu.Lock()
+	if err != nil {
+		src.failures++
+		retry := min(fetchRetryMin<<min(src.failures-1, 10), fetchRetryMax)
+		src.next = now.Add(retry)
+		src.mu.Unlock()
+		s.metrics.fetches.WithLabelValues(trigger, resultError).Inc()
+		s.log.Warn("Failed to fetch a remote JWKS; kept the last good set", "uri", src.uri,
+			"trigger", trigger, "err", err, "retryIn", retry.String(), "haveLastGood", src.doc.Load() != nil)
+		return false
+	}
+	src.failures = 0
+	src.next = now.Add(s.jitter(cacheLifetime(hdr, now, s.opts.JWKSRefresh, s.opts.JWKSRefreshMin, s.opts.JWKSRefreshMax)))
+	if notModified {
+		src.mu.Unlock()
+		s.metrics.fetches.WithLabelValues(trigger, resultNotModified).Inc()
+		src.markSuccess(now)
+		return false
+	}
+	src.etag = hdr.Get("Etag")
+	sum := sha256.Sum256(body)
+	changed := sum != src.hash
+	src.hash = sum
+	src.doc.Store(&body)
+	src.mu.Unlock()
+	s.metrics.fetches.WithLabelValues(trigger, resultSuccess).Inc()
+	src.markSuccess(now)
+	if changed {
+		effective := s.applyKeys()
+		s.log.Info("Fetched a remote JWKS", "uri", src.uri, "trigger", trigger, "keys", len(keys),
+			"skippedKeys", skipped, "effectiveKeys", effective)
+	}
+	return changed
+}
+
+func (src *remoteSource) markSuccess(now time.Time) {
+	if slices.Contains(*src.s.remotes.Load(), src) { // a dropped source leaves no series behind
+		src.s.metrics.lastFetchOK.WithLabelValues(src.uri).Set(float64(now.Unix()))
+	}
+}
+
+// get performs the request. notModified reports a 304 to a conditional request.
+func (src *remoteSource) get(ctx context.Context, etag string) (body []byte, hdr http.Header, notModified bool, err error) {
+	s := src.s
+	ctx, cancel := context.WithTimeout(ctx, s.opts.JWKSFetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.uri, nil)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	req.Header.Set("User-Agent", "tokenkeeper-sidecar")
+	if etag != "" && src.doc.Load() != nil {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified && src.doc.Load() != nil:
+		return nil, resp.Header, true, nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, nil, false, fmt.Errorf("status %s", resp.Status)
+	}
+	body, err = io.ReadAll(io.LimitReader(resp.Body, s.opts.JWKSMaxBytes+1))
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("reading the body: %w", err)
+	}
+	if int64(len(body)) > s.opts.JWKSMaxBytes {
+		return nil, nil, false, fmt.Errorf("body larger than %d bytes", s.opts.JWKSMaxBytes)
+	}
+	return body, resp.Header, false, nil
+}
+
+// usableRemoteKeys picks the keys of a remote JWKS that can verify tokens under allowed
+// (empty: every algorithm). Identity providers publish more than signing keys (Keycloak an
+// RSA-OAEP encryption key, others keys without alg), so unlike the JWKS file, where one bad
+// key rejects the file, a remote key that cannot be used is skipped. A key without alg gets
+// the one algorithm its type allows (EC curve, Ed25519), or for RSA the only RSA algorithm
+// allowed; otherwise it is skipped: the token header's alg is never trusted.
+func usableRemoteKeys(doc []byte, allowed []string) (keys []jose.JSONWebKey, skipped int, err error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(doc, &set); err != nil {
+		return nil, 0, fmt.Errorf("not a JWKS: %w", err)
+	}
+	if set.Keys == nil {
+		return nil, 0, errors.New("not a JWKS: no \"keys\" array")
+	}
+	if len(allowed) == 0 {
+		allowed = verify.Algorithms
+	}
+	for _, raw := range set.Keys {
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(raw); err != nil {
+			skipped++
+			continue
+		}
+		if k.Use != "" && k.Use != "sig" {
+			skipped++
+			continue
+		}
+		if k.Algorithm == "" {
+			k.Algorithm = inferAlgorithm(k.Key, allowed)
+		}
+		if !slices.Contains(allowed, k.Algorithm) {
+			skipped++
+			continue
+		}
+		if _, err := verify.NewKeySet(k); err != nil {
+			skipped++
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys, skipped, nil
+}
+
+func inferAlgorithm(pub any, allowed []string) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return "ES256"
+		case elliptic.P384():
+			return "ES384"
+		case elliptic.P521():
+			return "ES512"
+		}
+	case ed25519.PublicKey:
+		return "EdDSA"
+	case *rsa.PublicKey:
+		var only string
+		for _, a := range allowed {
+			if strings.HasPrefix(a, "RS") || strings.HasPrefix(a, "PS") {
+				if only != "" {
+					return "" // ambiguous
+				}
+				only = a
+			}
+		}
+		return only
+	}
+	return ""
+}
+
+// cacheLifetime is how long a fetched JWKS stays fresh: Cache-Control max-age less Age,
+// else Expires less Date, else def; no-store and no-cache mean as short as allowed. The
+// result is clamped to [lo, hi].
+func cacheLifetime(h http.Header, now time.Time, def, lo, hi time.Duration) time.Duration {
+	d, ok := maxAge(h.Values("Cache-Control"))
+	if ok && d > 0 {
+		if age, err := strconv.ParseInt(strings.TrimSpace(h.Get("Age")), 10, 64); err == nil && age > 0 {
+			d -= time.Duration(min(age, maxAgeSeconds)) * time.Second
+		}
+	}
+	if !ok {
+		if exp := h.Get("Expires"); exp != "" {
+			ok = true
+			d = 0 // an invalid Expires means already expired (RFC 9111 §5.3)
+			if t, err := http.ParseTime(exp); err == nil {
+				base := now
+				if date, err := http.ParseTime(h.Get("Date")); err == nil {
+					base = date
+				}
+				d = t.Sub(base)
+			}
+		}
+	}
+	if !ok {
+		d = def
+	}
+	return min(max(d, lo), hi)
+}
+
+// maxAgeSeconds bounds parsed delta-seconds so that conversions cannot overflow.
+const maxAgeSeconds = 1 << 31
+
+// maxAge reads the max-age directive; no-store and no-cache win and mean zero.
+func maxAge(values []string) (time.Duration, bool) {
+	var d time.Duration
+	found, noCache := false, false
+	for _, v := range values {
+		for dir := range strings.SplitSeq(v, ",") {
+			name, arg, _ := strings.Cut(strings.TrimSpace(dir), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "no-store", "no-cache":
+				noCache = true
+			case "max-age":
+				n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(arg), `"`), 10, 64)
+				if err != nil || n < 0 {
+					continue
+				}
+				d, found = time.Duration(min(n, maxAgeSeconds))*time.Second, true
+			}
+		}
+	}
+	if noCache {
+		return 0, true
+	}
+	return d, found
+}
+
+// defaultJitter refreshes up to a tenth early, so that pods started together do not
+// refresh together.
+func defaultJitter(d time.Duration) time.Duration {
+	if d/10 <= 0 {
+		return d
+	}
+	return d - rand.N(d/10)
+}
+
+// newFetchTransport is the transport of remote JWKS fetches: the proxy environment
+// variables apply (an IdP is often outside the cluster), HTTP/2 as negotiated.
+func newFetchTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}

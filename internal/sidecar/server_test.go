@@ -1,0 +1,178 @@
+package sidecar
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// blockingUpstream answers only once release is closed; started counts requests received.
+func blockingUpstream(started *atomic.Int64, release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		echoHandler(w, r)
+	})
+}
+
+func TestGracefulDrain(t *testing.T) {
+	var started atomic.Int64
+	release := make(chan struct{})
+	f := newFixture(t, withUpstream(blockingUpstream(&started, release)), withOptions(func(o *Options) {
+		o.DrainDelay = 300 * time.Millisecond
+	}))
+	tok := f.token()
+	inflight := make(chan response, 1)
+	go func() { inflight <- f.do("/api", bearer(tok)) }()
+	eventually(t, "the request to reach the app", func() bool { return started.Load() == 1 })
+
+	stopped := time.Now()
+	f.stop() // what SIGTERM does
+	eventually(t, "readyz to turn 503", func() bool { return f.admin("/readyz").status == 503 })
+	if d := time.Since(stopped); d > 100*time.Millisecond {
+		t.Errorf("readyz took %s to turn 503", d)
+	}
+	if r := f.admin("/readyz"); r.body != "draining\n" {
+		t.Errorf("/readyz says %q", r.body)
+	}
+	if r := f.admin("/healthz"); r.status != 200 {
+		t.Errorf("/healthz %d while draining, want 200", r.status)
+	}
+
+	// During the drain delay new requests are still served, without keep-alive.
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		close(release)
+	}()
+	if r := f.do("/api", bearer(tok)); r.status != 200 || !r.close {
+		t.Errorf("a request during the drain got %d (closing %v), want 200 and a closed connection", r.status, r.close)
+	}
+	if r := <-inflight; r.status != 200 {
+		t.Errorf("the in-flight request got %d, want 200", r.status)
+	}
+	select {
+	case err := <-f.served:
+		f.served <- err // for the cleanup
+		if d := time.Since(stopped); d < 300*time.Millisecond {
+			t.Errorf("stopped after %s, before the drain delay", d)
+		}
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+func TestShutdownTimeoutCutsOffStuckRequests(t *testing.T) {
+	var started atomic.Int64
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) })
+	f := newFixture(t, withUpstream(blockingUpstream(&started, never)), withOptions(func(o *Options) {
+		o.DrainDelay, o.ShutdownTimeout = 10*time.Millisecond, 200*time.Millisecond
+	}))
+	tok := f.token()
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, f.proxyURL+"/api", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if resp, err := f.client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	eventually(t, "the request to reach the app", func() bool { return started.Load() == 1 })
+	stopped := time.Now()
+	f.stop()
+	select {
+	case err := <-f.served:
+		f.served <- err
+		if d := time.Since(stopped); d > 2*time.Second {
+			t.Errorf("took %s to stop", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+func TestOptionsAreChecked(t *testing.T) {
+	ok := Options{Upstream: "http://127.0.0.1:8080", PolicyFile: "p.yaml"}
+	cases := []struct {
+		name  string
+		opts  func(o *Options)
+		error string
+	}{
+		{"no policy file", func(o *Options) { o.PolicyFile = "" }, "no policy file"},
+		{"no upstream", func(o *Options) { o.Upstream = "" }, "upstream: not set"},
+		{"an upstream without a scheme", func(o *Options) { o.Upstream = "127.0.0.1:8080" }, "upstream"},
+		{"an upstream with a query", func(o *Options) { o.Upstream = "http://127.0.0.1:8080/?a=b" }, "no query"},
+		{"a drain delay as long as the shutdown timeout", func(o *Options) {
+			o.DrainDelay, o.ShutdownTimeout = 5*time.Second, 5*time.Second
+		}, "drain delay"},
+		{"a negative timeout", func(o *Options) { o.UpstreamTimeout = -time.Second }, "upstream timeout"},
+		{"refresh bounds the wrong way round", func(o *Options) {
+			o.JWKSRefreshMin, o.JWKSRefreshMax = time.Hour, time.Minute
+		}, "below the minimum"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := ok
+			tc.opts(&o)
+			_, err := New(o)
+			if err == nil || !strings.Contains(err.Error(), tc.error) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.error)
+			}
+		})
+	}
+	t.Run("good options with missing files start unready", func(t *testing.T) {
+		s, err := New(ok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ready, _ := s.Ready(); ready {
+			t.Error("ready without files")
+		}
+	})
+}
+
+// TestSidecarDependencies keeps the sidecar binary free of Kubernetes clients: small image,
+// fast start, low memory, and a verifier that runs outside Kubernetes.
+func TestSidecarDependencies(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		if goBin, err = exec.LookPath("go"); err != nil {
+			t.Skip("no go command to list dependencies with")
+		}
+	}
+	out, err := exec.Command(goBin, "list", "-deps", "github.com/tokenkeeper/tokenkeeper/cmd/sidecar").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	forbidden := []string{
+		"k8s.io/client-go",
+		"sigs.k8s.io/controller-runtime/pkg/client",
+		"sigs.k8s.io/controller-runtime/pkg/manager",
+		"sigs.k8s.io/controller-runtime/pkg/cache",
+		"github.com/tokenkeeper/tokenkeeper/controllers",
+		"github.com/tokenkeeper/tokenkeeper/internal/operator",
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) == 0 {
+		t.Fatal("go list printed nothing")
+	}
+	for _, dep := range deps {
+		for _, bad := range forbidden {
+			if dep == bad || strings.HasPrefix(dep, bad+"/") {
+				t.Errorf("cmd/sidecar depends on %s", dep)
+			}
+		}
+	}
+}

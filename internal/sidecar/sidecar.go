@@ -1,0 +1,238 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/verify"
+)
+
+// Sidecar is the verifying proxy: its loaded state, the proxy handler and the admin handler.
+// Build it with New, serve it with Run or Serve.
+type Sidecar struct {
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	upstream *url.URL
+	rp       *httputil.ReverseProxy
+	tr       *http.Transport
+	client   *http.Client // remote JWKS fetches
+	jitter   func(time.Duration) time.Duration
+
+	upstreamErrLog sampledLog
+
+	// engine is what requests read: the current policy's Verifier. nil until a valid
+	// policy is loaded.
+	engine   atomic.Pointer[engine]
+	draining atomic.Bool
+
+	// mu orders every change of the state below and of engine. Lock order: mu, then a
+	// remote source's mu; a fetch never holds its source's mu while it takes mu.
+	mu        sync.Mutex
+	fileKeys  []jose.JSONWebKey
+	keySet    *verify.KeySet
+	revs      *verify.Revocations
+	remotes   atomic.Pointer[[]*remoteSource] // in policy order; read without mu by the kid hook
+	cacheBase struct{ hits, misses atomic.Uint64 }
+	pollMu    sync.Mutex // one poll of the files at a time
+	files     []*watchedFile
+
+	ctx    context.Context // background work (remote fetches); cancelled when Serve returns
+	cancel context.CancelFunc
+}
+
+// engine is one policy's verification state. Requests load it once and use it throughout,
+// so a policy swap never mixes two policies in one request.
+type engine struct {
+	v            *verify.Verifier
+	src          verify.TokenSource
+	forwardToken bool
+	// strip holds the canonical names of the forwarded-claim headers, removed from every
+	// request before the verified values are set.
+	strip    []string
+	stripSet map[string]struct{}
+	allowed  []string // algorithms, normalized: for inferring a remote key's alg
+}
+
+// New builds a Sidecar and loads its files once: a file that is missing or invalid now is
+// logged, counted and retried at every poll while the sidecar runs. The policy's remote
+// JWKS are fetched from now on, in the background, until Serve returns.
+func New(opts Options) (*Sidecar, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("invalid sidecar options: %w", err)
+	}
+	up, _ := upstreamURL(o.Upstream) // checked by withDefaults
+	s := &Sidecar{
+		opts:     o,
+		log:      o.Logger,
+		now:      o.Now,
+		upstream: up,
+		jitter:   o.jitter,
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = newMetrics(s)
+	s.remotes.Store(&[]*remoteSource{})
+	s.tr = newUpstreamTransport(o)
+	s.rp = s.newReverseProxy()
+	s.client = o.HTTPClient
+	if s.client == nil {
+		s.client = &http.Client{Transport: newFetchTransport()}
+	}
+	s.files = []*watchedFile{
+		{kind: fileJWKS, path: o.JWKSFile, load: s.loadJWKS},
+		{kind: fileRevocations, path: o.RevocationsFile, load: s.loadRevocations},
+		{kind: filePolicy, path: o.PolicyFile, load: s.loadPolicy},
+	}
+	s.pollFiles()
+	return s, nil
+}
+
+// Ready reports whether the sidecar should receive traffic, and why not.
+func (s *Sidecar) Ready() (bool, string) {
+	switch eng := s.engine.Load(); {
+	case s.draining.Load():
+		return false, "draining"
+	case eng == nil:
+		return false, "no valid policy loaded"
+	case !eng.v.Ready():
+		return false, "no keys loaded"
+	}
+	return true, "ok"
+}
+
+// cacheStats sums the verified-token cache counters over every policy's Verifier.
+func (s *Sidecar) cacheStats() (hits, misses uint64, entries int) {
+	hits, misses = s.cacheBase.hits.Load(), s.cacheBase.misses.Load()
+	if eng := s.engine.Load(); eng != nil {
+		h, m, n := eng.v.CacheStats()
+		hits, misses, entries = hits+h, misses+m, n
+	}
+	return hits, misses, entries
+}
+
+// setPolicy builds a Verifier for cfg with the current keys and revocations and swaps it in,
+// adding and dropping remote JWKS sources to match uris.
+func (s *Sidecar) setPolicy(cfg verify.Config, uris []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vopts := []verify.Option{verify.WithCacheSize(s.opts.CacheSize), verify.WithRevocations(s.revs)}
+	if len(uris) > 0 {
+		vopts = append(vopts, verify.WithUnknownKIDHook(s.refreshOnUnknownKID))
+	}
+	v, err := verify.New(cfg, vopts...) // checks cfg before anything changes
+	if err != nil {
+		return err
+	}
+	norm := v.Config()
+	eng := &engine{
+		v:            v,
+		src:          norm.TokenSource,
+		forwardToken: norm.ForwardToken,
+		allowed:      slices.Clone(norm.AllowedAlgorithms),
+		stripSet:     map[string]struct{}{},
+	}
+	added := s.setRemotesLocked(uris)
+	ks := s.unionLocked(eng.allowed)
+	v.SetKeySet(ks)
+	eng.strip = eng.v.ForwardedHeaderNames()
+	for _, h := range eng.strip {
+		eng.stripSet[h] = struct{}{}
+	}
+	s.keySet = ks
+	s.metrics.keys.Set(float64(ks.Len()))
+	if old := s.engine.Swap(eng); old != nil {
+		h, m, _ := old.v.CacheStats()
+		s.cacheBase.hits.Add(h)
+		s.cacheBase.misses.Add(m)
+	}
+	for _, src := range added {
+		go src.refresh(s.ctx, triggerScheduled, 0) // first fetch now, not at the next poll
+	}
+	return nil
+}
+
+// setFileKeys replaces the JWKS file's keys and applies the new effective key set.
+func (s *Sidecar) setFileKeys(keys []jose.JSONWebKey) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fileKeys = keys
+	return s.applyKeysLocked()
+}
+
+// applyKeys recomputes the effective key set after a remote set changed.
+func (s *Sidecar) applyKeys() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applyKeysLocked()
+}
+
+func (s *Sidecar) applyKeysLocked() int {
+	var allowed []string
+	eng := s.engine.Load()
+	if eng != nil {
+		allowed = eng.allowed
+	}
+	ks := s.unionLocked(allowed)
+	s.keySet = ks
+	if eng != nil {
+		eng.v.SetKeySet(ks)
+	}
+	s.metrics.keys.Set(float64(ks.Len()))
+	return ks.Len()
+}
+
+// unionLocked is the effective key set: the JWKS file's keys, then each remote set's in
+// policy order; a kid already taken is skipped (first source wins), so the union cannot fail.
+func (s *Sidecar) unionLocked(allowed []string) *verify.KeySet {
+	all := slices.Clone(s.fileKeys)
+	seen := make(map[string]bool, len(all))
+	for _, k := range all {
+		seen[k.KeyID] = true
+	}
+	for _, src := range *s.remotes.Load() {
+		doc := src.doc.Load()
+		if doc == nil {
+			continue
+		}
+		keys, _, _ := usableRemoteKeys(*doc, allowed)
+		for _, k := range keys {
+			if seen[k.KeyID] {
+				continue
+			}
+			seen[k.KeyID] = true
+			all = append(all, k)
+		}
+	}
+	ks, err := verify.NewKeySet(all...)
+	if err != nil {
+		// Every key was checked on its own and kids are unique: this cannot happen. Keep
+		// what verified before rather than run on nothing.
+		s.log.Error("Failed to build the effective key set; kept the previous one", "err", err)
+		return s.keySet
+	}
+	return ks
+}
+
+// setRevocations swaps in a revocation snapshot; cached tokens are checked against it on
+// their next request.
+func (s *Sidecar) setRevocations(r *verify.Revocations) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.revs = r
+	if eng := s.engine.Load(); eng != nil {
+		eng.v.SetRevocations(r)
+	}
+	s.metrics.revocations.Set(float64(r.Len()))
+}
