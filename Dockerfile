@@ -2,6 +2,7 @@
 # non-root UID, nothing else, so they run with a read-only root filesystem.
 #
 #   docker build --target manager -t tokenkeeper/manager:dev .     (builds from source)
+#   docker build --target sidecar -t tokenkeeper/sidecar:dev .
 #
 # Offline (no registry to pull golang from), build the binaries on the host with
 # `make build` and use the prebuilt targets, which pull nothing:
@@ -21,3 +22,8 @@ FROM scratch AS manager
 COPY --from=builder /out/manager /manager
 USER 65532:65532
 ENTRYPOINT ["/manager"]
+
+FROM scratch AS sidecar
+COPY --from=builder /out/sidecar /sidecar
+USER 65532:65532
+ENTRYPOINT ["/sidecar"]

@@ -27,6 +27,7 @@ import (
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
 	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
+	"github.com/tokenkeeper/tokenkeeper/internal/keys"
 	"github.com/tokenkeeper/tokenkeeper/internal/policy"
 )
 
@@ -141,14 +142,14 @@ func (r *TokenPolicyReconciler) resolve(ctx context.Context, tp *tkv1.TokenPolic
 			}
 		case src.JWKSURI != "":
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			set, maxAge, err := jwks.Fetch(fctx, r.HTTP, src.JWKSURI)
+			remote, header, err := jwks.Fetch(fctx, r.HTTP, src.JWKSURI, allowedAlgorithms(tp))
 			cancel()
-			refresh := clampDuration(maxAge, minRemoteRefresh, maxRemoteRefresh, defRemoteRefresh)
+			refresh := minRemoteRefresh
 			if err != nil {
 				problem(tkv1.ReasonJWKSUnreachable, "trustedKeys[%d]: %v", i, err)
-				refresh = minRemoteRefresh
 			} else {
-				add(set.Keys)
+				add(remote)
+				refresh = jwks.CacheLifetime(header, r.Clock.Now(), defRemoteRefresh, minRemoteRefresh, maxRemoteRefresh)
 			}
 			if at := r.Clock.Now().Add(refresh); res.refreshAt.IsZero() || at.Before(res.refreshAt) {
 				res.refreshAt = at
@@ -300,16 +301,16 @@ func notFoundText(err error) string {
 	return err.Error()
 }
 
-func clampDuration(d, lo, hi, def time.Duration) time.Duration {
-	switch {
-	case d <= 0:
-		return def
-	case d < lo:
-		return lo
-	case d > hi:
-		return hi
+// allowedAlgorithms is the policy's list, or every supported algorithm.
+func allowedAlgorithms(tp *tkv1.TokenPolicy) []string {
+	if len(tp.Spec.AllowedAlgorithms) == 0 {
+		return keys.Algorithms
 	}
-	return d
+	out := make([]string, 0, len(tp.Spec.AllowedAlgorithms))
+	for _, a := range tp.Spec.AllowedAlgorithms {
+		out = append(out, string(a))
+	}
+	return out
 }
 
 // SetupWithManager watches what a bundle is made of: the policy, SigningKeys and their JWKS
