@@ -80,6 +80,10 @@ kind-image: ## Build the kind node image from source (cached by its inputs); KIN
 test-e2e: ## Create a kind cluster, deploy config/default, run test/e2e, delete the cluster.
 	hack/e2e.sh
 
+.PHONY: demo-kind
+demo-kind: ## The whole story on a kind cluster: injection, 200/401/403, a leaked key revoked.
+	hack/demo-kind.sh
+
 ##@ Demo and benchmarks
 
 .PHONY: demo
@@ -89,6 +93,10 @@ demo: envtest-assets build ## Local control plane + manager + a SigningKey rotat
 .PHONY: bench-signingkeys
 bench-signingkeys: envtest-assets build ## 1000 SigningKeys against a local API server.
 	hack/bench-signingkeys.sh
+
+.PHONY: bench-proxy
+bench-proxy: build ## Loopback load test: sidecar vs a plain Go proxy vs oauth2-proxy (needs wrk).
+	hack/bench-proxy.sh
 
 .PHONY: help
 help: ## Show this help.

@@ -12,7 +12,6 @@ cd "$root"
 cluster=${KIND_CLUSTER:-tokenkeeper-e2e}
 t0=$(date +%s)
 step() { echo "### e2e: $* (+$(( $(date +%s) - t0 ))s)"; }
-kind() { go tool kind "$@"; }
 
 step "host and cluster"
 if [ -z "${E2E_REUSE_CLUSTER:-}" ]; then hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true; fi
@@ -20,24 +19,9 @@ export KUBECONFIG=$(hack/kind/cluster.sh up "$cluster")
 if [ -z "${E2E_KEEP_CLUSTER:-}" ]; then trap 'step "deleting the cluster"; hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true' EXIT; fi
 export KUBECTL="$(hack/kube-binaries.sh kubectl)/kubectl"
 
-step "images"
-make -s build
-img_manager=${IMG_MANAGER:-tokenkeeper/manager:dev}
-img_sidecar=${IMG_SIDECAR:-tokenkeeper/sidecar:dev}
+step "images and deploy"
 img_tokencheck=tokenkeeper/e2e-tokencheck:dev
-docker build -q -f Dockerfile.prebuilt --target manager -t "$img_manager" . >/dev/null
-docker build -q -f Dockerfile.prebuilt --target sidecar -t "$img_sidecar" . >/dev/null
-ctx=$(mktemp -d)
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/tokencheck" ./test/e2e/tokencheck
-printf 'FROM scratch\nCOPY tokencheck /tokencheck\nUSER 65532:65532\nENTRYPOINT ["/tokencheck"]\n' > "$ctx/Dockerfile"
-docker build -q -t "$img_tokencheck" "$ctx" >/dev/null
-kind load docker-image --name "$cluster" "$img_manager" "$img_sidecar" "$img_tokencheck"
-
-step "deploy config/default"
-"$KUBECTL" apply -k config/default
-# A reused cluster may run an older image under the same tag: restart onto the loaded one.
-"$KUBECTL" -n tokenkeeper-system rollout restart deploy/tokenkeeper-manager >/dev/null
-"$KUBECTL" -n tokenkeeper-system rollout status deploy/tokenkeeper-manager --timeout=180s
+IMG_TOKENCHECK=$img_tokencheck hack/kind/deploy.sh "$cluster"
 
 step "suite"
 mkdir -p bin/e2e-artifacts

@@ -3,7 +3,7 @@
 //	tokencheck sign   --key-dir /keys --target http://verifier/verify
 //	tokencheck verify --jwks /jwks/jwks.json
 //	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got)
-//	tokencheck mint   --key-dir dir --audience a [--ttl 5m] [--expired]   (prints one token)
+//	tokencheck mint   --key-dir dir --audience a [--ttl 10m] [--expired]   (prints one token)
 //
 // The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
 // an issuer would, and sends it to the verifier, which checks it against the JWKS mounted
@@ -71,13 +71,14 @@ func main() {
 		audience := fs.String("audience", "", "aud of the token")
 		subject := fs.String("subject", "alice", "sub of the token")
 		expired := fs.Bool("expired", false, "mint a token that expired ten minutes ago")
+		ttl := fs.Duration("ttl", 10*time.Minute, "lifetime of the token")
 		_ = fs.Parse(os.Args[2:])
 		now := time.Now()
 		if *expired {
 			now = now.Add(-20 * time.Minute)
 		}
 		tok, _, err := mint(*keyDir, jwt.Claims{Issuer: *issuer, Subject: *subject, Audience: audienceOf(*audience),
-			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(10 * time.Minute))})
+			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(*ttl))})
 		if err != nil {
 			log.Fatal(err)
 		}
