@@ -387,20 +387,11 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 
 // KeyReady tells the controller that a background key for owner ("namespace/name") is ready.
 func (r *SigningKeyReconciler) KeyReady(owner string) {
-	ns, name, ok := splitOwner(owner)
+	ns, name, ok := strings.Cut(owner, "/")
 	if !ok || r.keyReady == nil {
 		return
 	}
 	r.keyReady <- event.TypedGenericEvent[*tkv1.SigningKey]{Object: &tkv1.SigningKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}
-}
-
-func splitOwner(owner string) (string, string, bool) {
-	for i := 0; i < len(owner); i++ {
-		if owner[i] == '/' {
-			return owner[:i], owner[i+1:], true
-		}
-	}
-	return "", "", false
 }
 
 func (r *SigningKeyReconciler) signingKeysInNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
