@@ -145,11 +145,21 @@ type observer struct {
 	unsafe []string
 	// noActive counts reads of the Secret without an active key after there was one.
 	noActive int
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
-func observe(ctx context.Context, t *testing.T, ns, name string) *observer {
+// stop ends the polling and waits for it, so the maps can be read without a race.
+func (o *observer) stop() {
+	o.cancel()
+	<-o.done
+}
+
+func observe(t *testing.T, ns, name string) *observer {
+	ctx, cancel := context.WithCancel(context.Background())
 	o := &observer{firstPublished: map[string]time.Time{}, firstActive: map[string]time.Time{}, lastPublished: map[string]time.Time{}, lastActive: map[string]time.Time{}}
 	done := make(chan struct{})
+	o.cancel, o.done = cancel, done
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
@@ -186,7 +196,7 @@ func observe(ctx context.Context, t *testing.T, ns, name string) *observer {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}()
-	t.Cleanup(func() { <-done })
+	t.Cleanup(o.stop)
 	return o
 }
 
@@ -194,8 +204,7 @@ func TestRotationPublishesAheadRetiresAndRemoves(t *testing.T) {
 	ns := newNamespace(t)
 	startManager(t, operator.Options{})
 	const interval, ahead, retain = 10 * time.Second, 3 * time.Second, 4 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	obs := observe(ctx, t, ns, "rot")
+	obs := observe(t, ns, "rot")
 	create(t, newSigningKey(ns, "rot", withRotation(interval, ahead, retain)))
 
 	first := waitReady(t, ns, "rot", 20*time.Second).Status.ActiveKID
@@ -220,8 +229,7 @@ func TestRotationPublishesAheadRetiresAndRemoves(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	time.Sleep(100 * time.Millisecond)
+	obs.stop()
 
 	const jitter = 250 * time.Millisecond // polling and API latency
 	for _, kid := range []string{first, second} {
@@ -281,9 +289,7 @@ func countActive(sk *tkv1.SigningKey) int {
 func TestManagerRestartInTheMiddleOfARotationRegeneratesNothing(t *testing.T) {
 	ns := newNamespace(t)
 	const interval, ahead, retain = 10 * time.Second, 5 * time.Second, 6 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	obs := observe(ctx, t, ns, "restart")
+	obs := observe(t, ns, "restart")
 	first := startManager(t, operator.Options{})
 	create(t, newSigningKey(ns, "restart", withRotation(interval, ahead, retain)))
 	oldActive := waitReady(t, ns, "restart", 20*time.Second).Status.ActiveKID
@@ -325,8 +331,7 @@ func TestManagerRestartInTheMiddleOfARotationRegeneratesNothing(t *testing.T) {
 		t.Errorf("%d keys after the restart, want 2 (old retired, next active)", n)
 	}
 	// Nothing published late: the next key signed only after publishAhead in the JWKS.
-	cancel()
-	time.Sleep(100 * time.Millisecond)
+	obs.stop()
 	if d := obs.firstActive[next].Sub(obs.firstPublished[next]); d < ahead-250*time.Millisecond {
 		t.Errorf("%s signed %v after publication, want >= %v", next, d, ahead)
 	}
