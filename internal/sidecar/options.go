@@ -78,7 +78,8 @@ type Options struct {
 	UpstreamIdleConns   int
 	UpstreamIdleTimeout time.Duration
 
-	// DrainDelay is how long the sidecar keeps serving, unready, after it is told to stop;
+	// DrainDelay is how long the sidecar keeps serving, unready, after it is told to stop
+	// (zero: stop at once; the command line defaults it to DefaultDrainDelay);
 	// ShutdownTimeout bounds the whole stop, drain delay included.
 	DrainDelay, ShutdownTimeout time.Duration
 
@@ -133,7 +134,6 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.IdleTimeout, DefaultIdleTimeout)
 	def(&o.UpstreamTimeout, DefaultUpstreamTimeout)
 	def(&o.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
-	def(&o.DrainDelay, DefaultDrainDelay)
 	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
 	def(&o.JWKSFetchTimeout, DefaultJWKSFetchTimeout)
 	def(&o.JWKSRefreshMin, DefaultJWKSRefreshMin)

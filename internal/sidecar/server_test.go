@@ -176,3 +176,14 @@ func TestSidecarDependencies(t *testing.T) {
 		}
 	}
 }
+
+// --drain-delay=0 means no drain, not the default.
+func TestAZeroDrainDelayMeansNoDrain(t *testing.T) {
+	o, err := Options{Upstream: "http://127.0.0.1:1", PolicyFile: "p.yaml", JWKSFile: "j.json"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.DrainDelay != 0 {
+		t.Errorf("drain delay %v, want 0", o.DrainDelay)
+	}
+}
