@@ -69,6 +69,7 @@ var _ = ReportAfterEach(func(r SpecReport) {
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
 		{"describe", "pods", "-A"},
 		{"get", "signingkeys", "-A", "-o", "yaml"},
+		{"logs", "-A", "-l", "app in (signer,verifier,orders)", "--all-containers", "--prefix", "--tail=100"},
 	} {
 		out, err := kubectl(args...)
 		fmt.Fprintf(&b, "\n### kubectl %s (err: %v)\n%s\n", strings.Join(args, " "), err, out)

@@ -163,7 +163,8 @@ func sign(stats *Stats, sg sender, every time.Duration) {
 				s.Accepted++
 			} else {
 				s.Rejected++
-				s.Reasons[string(body)]++
+				// The status too: a rejection with an empty body was seen once in CI.
+				s.Reasons[fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body))]++
 			}
 		})
 	}
