@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -46,6 +47,43 @@ type TokenPolicyReconciler struct {
 	Clock  clock.PassiveClock
 	// HTTP fetches remote JWKS (jwksURI) with a timeout.
 	HTTP *http.Client
+
+	// remote caches fetched JWKS until their Cache-Control says to refetch, so that the
+	// reconciles every SigningKey change triggers do not each call the IdP.
+	mu     sync.Mutex
+	remote map[string]remoteEntry
+}
+
+type remoteEntry struct {
+	keys  []jose.JSONWebKey
+	until time.Time
+}
+
+// remoteKeys returns a remote JWKS's usable keys and when to fetch it again. Failures are
+// not cached: the reconcile retries after minRemoteRefresh.
+func (r *TokenPolicyReconciler) remoteKeys(ctx context.Context, uri string, allowed []string) ([]jose.JSONWebKey, time.Time, error) {
+	key := uri + "|" + strings.Join(allowed, ",")
+	now := r.Clock.Now()
+	r.mu.Lock()
+	e, ok := r.remote[key]
+	r.mu.Unlock()
+	if ok && now.Before(e.until) {
+		return e.keys, e.until, nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	keys, header, err := jwks.Fetch(fctx, r.HTTP, uri, allowed)
+	if err != nil {
+		return nil, now.Add(minRemoteRefresh), err
+	}
+	e = remoteEntry{keys: keys, until: now.Add(jwks.CacheLifetime(header, now, defRemoteRefresh, minRemoteRefresh, maxRemoteRefresh))}
+	r.mu.Lock()
+	if r.remote == nil {
+		r.remote = map[string]remoteEntry{}
+	}
+	r.remote[key] = e
+	r.mu.Unlock()
+	return keys, e.until, nil
 }
 
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies,verbs=get;list;watch
@@ -141,18 +179,14 @@ func (r *TokenPolicyReconciler) resolve(ctx context.Context, tp *tkv1.TokenPolic
 				res.retention = append(res.retention, short)
 			}
 		case src.JWKSURI != "":
-			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			remote, header, err := jwks.Fetch(fctx, r.HTTP, src.JWKSURI, allowedAlgorithms(tp))
-			cancel()
-			refresh := minRemoteRefresh
+			remote, until, err := r.remoteKeys(ctx, src.JWKSURI, allowedAlgorithms(tp))
 			if err != nil {
 				problem(tkv1.ReasonJWKSUnreachable, "trustedKeys[%d]: %v", i, err)
 			} else {
 				add(remote)
-				refresh = jwks.CacheLifetime(header, r.Clock.Now(), defRemoteRefresh, minRemoteRefresh, maxRemoteRefresh)
 			}
-			if at := r.Clock.Now().Add(refresh); res.refreshAt.IsZero() || at.Before(res.refreshAt) {
-				res.refreshAt = at
+			if res.refreshAt.IsZero() || until.Before(res.refreshAt) {
+				res.refreshAt = until
 			}
 		}
 	}
