@@ -13,14 +13,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,10 +94,12 @@ func main() {
 		audience := fs.String("audience", "", "aud of signed tokens")
 		bearer := fs.Bool("bearer", false, "send the token as Authorization: Bearer on a GET (to a sidecar) instead of as a POST body")
 		_ = fs.Parse(os.Args[2:])
-		go sign(stats, sender{keyDir: *keyDir, target: *target, issuer: *issuer, audience: *audience, bearer: *bearer}, *every)
+		sg := sender{keyDir: *keyDir, target: *target, issuer: *issuer, audience: *audience, bearer: *bearer}
+		go sign(stats, sg, &http.Client{Timeout: 5 * time.Second}, time.Tick(*every))
 	case "echo":
 		_ = fs.Parse(os.Args[2:])
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(answeredBy, "echo")
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "headers": r.Header})
 		})
@@ -115,59 +120,95 @@ type sender struct {
 	bearer                           bool
 }
 
-func (s sender) send(client *http.Client, tok string) (*http.Response, error) {
-	if !s.bearer {
-		return client.Post(s.target, "application/jwt", bytes.NewBufferString(tok))
+// send delivers tok and returns the response and the address that answered it.
+func (s sender) send(client *http.Client, tok string) (*http.Response, string, error) {
+	method, body := http.MethodPost, io.Reader(bytes.NewBufferString(tok))
+	if s.bearer {
+		method, body = http.MethodGet, nil
 	}
-	req, err := http.NewRequest(http.MethodGet, s.target, nil)
+	var remote string
+	trace := &httptrace.ClientTrace{GotConn: func(c httptrace.GotConnInfo) {
+		remote = c.Conn.RemoteAddr().String()
+		if c.Reused {
+			remote += " (reused)"
+		}
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, s.target, body)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	return client.Do(req)
+	if s.bearer {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	} else {
+		req.Header.Set("Content-Type", "application/jwt")
+	}
+	resp, err := client.Do(req)
+	return resp, remote, err
 }
 
-func sign(stats *Stats, sg sender, every time.Duration) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	for range time.Tick(every) {
+// sign signs and sends a token on every tick.
+func sign(stats *Stats, sg sender, client *http.Client, ticks <-chan time.Time) {
+	for range ticks {
 		tok, kid, err := signOnce(sg.keyDir, sg.issuer, sg.audience)
 		if err != nil {
-			stats.add(func(s *Stats) {
-				s.Reasons["sign: "+err.Error()]++
-				if s.Sent == 0 {
-					s.Warmup++
-					return
-				}
-				s.Errors++
-			})
+			stats.failed("sign: " + err.Error())
 			continue
 		}
-		resp, err := sg.send(client, tok)
+		resp, remote, err := sg.send(client, tok)
 		if err != nil {
-			stats.add(func(s *Stats) {
-				if s.Sent == 0 {
-					s.Warmup++
-					return
-				}
-				s.Errors++
-				s.Reasons["send: "+err.Error()]++
-			})
+			stats.failed("send: " + err.Error())
 			continue
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		stats.add(func(s *Stats) {
-			s.Sent++
-			s.ByKID[kid]++
-			if resp.StatusCode == http.StatusOK {
-				s.Accepted++
-			} else {
-				s.Rejected++
-				// The status too: a rejection with an empty body was seen once in CI.
-				s.Reasons[fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body))]++
-			}
-		})
+		if !stats.answered(resp, body, remote, kid) {
+			// Never keep talking to a stranger: the next token dials afresh.
+			client.CloseIdleConnections()
+		}
 	}
+}
+
+// failed counts a token that never got an answer.
+func (s *Stats) failed(reason string) {
+	s.add(func(s *Stats) {
+		if s.Sent == 0 {
+			s.Warmup++
+			return
+		}
+		s.Errors++
+		s.Reasons[reason]++
+	})
+}
+
+// answered counts the answer to a token signed with kid, and reports whether the verifier
+// (or the sidecar in front of the echo app) gave it. Anything else is no verdict on the token:
+// a Service's ClusterIP that kube-proxy has not programmed yet is routed out of the node like
+// any address, and where the network intercepts outbound HTTP (this CI machine answers every
+// port-80 connection with an empty 404 and keeps it alive), a kept-alive client would go on
+// talking to the interceptor. Such answers count as warmup before the first verdict, as
+// errors after it; neither is a rejection.
+func (s *Stats) answered(resp *http.Response, body []byte, remote, kid string) bool {
+	fromTarget := resp.Header.Get(answeredBy) != "" || strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer")
+	s.add(func(s *Stats) {
+		if !fromTarget {
+			if s.Sent == 0 {
+				s.Warmup++
+			} else {
+				s.Errors++
+			}
+			s.Reasons[fmt.Sprintf("not the verifier: %d %q from %s (Server %q)", resp.StatusCode, bytes.TrimSpace(body), remote, resp.Header.Get("Server"))]++
+			return
+		}
+		s.Sent++
+		s.ByKID[kid]++
+		if resp.StatusCode == http.StatusOK {
+			s.Accepted++
+			return
+		}
+		s.Rejected++
+		s.Reasons[fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body))]++
+	})
+	return fromTarget
 }
 
 // signOnce reads the active key afresh, as an issuer mounting the Secret would.
@@ -202,7 +243,12 @@ func mint(keyDir string, claims jwt.Claims) (string, string, error) {
 	return tok, key.KeyID, err
 }
 
+// answeredBy is the header in which the verifier and the echo app name themselves on every
+// answer, so the signer knows its tokens reached them.
+const answeredBy = "X-Tokencheck"
+
 func verify(stats *Stats, jwksFile, issuer string, w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(answeredBy, "verify")
 	raw, _ := io.ReadAll(io.LimitReader(r.Body, 16<<10))
 	reject := func(reason string) {
 		stats.add(func(s *Stats) { s.Rejected++; s.Reasons[reason]++ })
