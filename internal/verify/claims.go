@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,8 @@ type Claims struct {
 	Algorithm string
 
 	all map[string]any // every claim as decoded JSON, numbers as json.Number
+
+	forwarded atomic.Pointer[forwardMemo] // ForwardHeaders' result, computed on first use
 }
 
 // Get returns a claim by name; dots reach into nested objects. Numbers are json.Number.

@@ -28,11 +28,32 @@ func (v *Verifier) ForwardedHeaderNames() []string {
 	return out
 }
 
-// ForwardHeaders computes the headers carrying c's claims to the app. Strings, numbers and
+// ForwardHeaders returns the headers carrying c's claims to the app. Strings, numbers and
 // booleans are forwarded as text, arrays of them joined with commas; objects, null and
 // absent claims set no header, and neither does a value holding control characters (a
 // header-injection attempt cannot reach the app).
+//
+// They are computed once per verified token and shared by every request that carries it
+// from the cache: callers copy the entries into their own header and must not modify the
+// returned map or its slices (each slice is full, so an append elsewhere copies it).
 func (v *Verifier) ForwardHeaders(c *Claims) http.Header {
+	if m := c.forwarded.Load(); m != nil && m.v == v {
+		return m.h
+	}
+	h := v.forwardHeaders(c)
+	c.forwarded.Store(&forwardMemo{v: v, h: h})
+	return h
+}
+
+// forwardMemo is a token's forwarded headers under the Verifier that computed them: a
+// Claims outlives no Verifier in practice, but a memo from another configuration is never
+// used.
+type forwardMemo struct {
+	v *Verifier
+	h http.Header
+}
+
+func (v *Verifier) forwardHeaders(c *Claims) http.Header {
 	h := make(http.Header, len(v.forward))
 	for _, f := range v.forward {
 		val, ok := c.Get(f.claim)

@@ -52,3 +52,41 @@ func TestForwardHeaders(t *testing.T) {
 		t.Errorf("ForwardedHeaderNames = %v", names)
 	}
 }
+
+// The headers are built once per verified token and reused by every request carrying it
+// (from the cache), but never across Verifiers of different configurations.
+func TestForwardHeadersComputedOncePerVerifier(t *testing.T) {
+	k := testKey(t, "ES256")
+	v := newVerifier(t, configured(func(c *Config) {
+		c.ForwardClaims = []ClaimHeader{{Claim: "sub", Header: "X-User"}}
+	}))
+	tok := newToken(t, k)
+	c, err := v.Verify(tok, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := v.ForwardHeaders(c)
+	cached, err := v.Verify(tok, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := v.ForwardHeaders(cached)
+	if reflect.ValueOf(first).Pointer() != reflect.ValueOf(again).Pointer() {
+		t.Error("a cached token's headers were built again")
+	}
+	for name, vals := range first {
+		if len(vals) != cap(vals) {
+			t.Errorf("%s: a shared slice with spare capacity (%d/%d) lets an append write into it", name, len(vals), cap(vals))
+		}
+	}
+
+	other := newVerifier(t, configured(func(c *Config) {
+		c.ForwardClaims = []ClaimHeader{{Claim: "sub", Header: "X-Subject"}}
+	}))
+	if got, want := other.ForwardHeaders(c), (http.Header{"X-Subject": {"alice"}}); !reflect.DeepEqual(got, want) {
+		t.Errorf("another configuration got %v, want %v", got, want)
+	}
+	if got, want := v.ForwardHeaders(c), (http.Header{"X-User": {"alice"}}); !reflect.DeepEqual(got, want) {
+		t.Errorf("after another configuration, got %v, want %v", got, want)
+	}
+}
