@@ -11,8 +11,9 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show_apply() { local y; y=$(cat); printf '%s\n' "$y"; printf '%s\n' "$y" | "$k" apply -f - >/dev/null; }
 
 say "Creating a kind cluster (node image built from source and cached; KIND_NODE_IMAGE uses a published one)"
-export KUBECONFIG=$(hack/kind/cluster.sh up "$cluster")
 if [ -z "${DEMO_KEEP_CLUSTER:-}" ]; then trap 'say "Deleting the cluster"; hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true' EXIT; fi
+# Assigned before export: `export X=$(cmd)` would hide cmd's exit status from set -e.
+KUBECONFIG=$(hack/kind/cluster.sh up "$cluster"); export KUBECONFIG
 k="$(hack/kube-binaries.sh kubectl)/kubectl"
 
 say "Installing tokenkeeper with kubectl apply -k config/default"

@@ -15,9 +15,10 @@ step() { echo "### e2e: $* (+$(( $(date +%s) - t0 ))s)"; }
 
 step "host and cluster"
 if [ -z "${E2E_REUSE_CLUSTER:-}" ]; then hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true; fi
-export KUBECONFIG=$(hack/kind/cluster.sh up "$cluster")
 if [ -z "${E2E_KEEP_CLUSTER:-}" ]; then trap 'step "deleting the cluster"; hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true' EXIT; fi
-export KUBECTL="$(hack/kube-binaries.sh kubectl)/kubectl"
+# Assigned before export: `export X=$(cmd)` would hide cmd's exit status from set -e.
+KUBECONFIG=$(hack/kind/cluster.sh up "$cluster"); export KUBECONFIG
+KUBECTL="$(hack/kube-binaries.sh kubectl)/kubectl"; export KUBECTL
 
 step "images and deploy"
 img_tokencheck=tokenkeeper/e2e-tokencheck:dev
