@@ -6,10 +6,12 @@
 #  4. deploys config/default with kubectl (the manifests users apply),
 #  5. runs the suite, dumping logs, events and pods on failure,
 #  6. deletes the cluster (E2E_KEEP_CLUSTER=1 keeps it; E2E_REUSE_CLUSTER=1 reuses one).
+# The cluster is E2E_CLUSTER (default tokenkeeper-e2e), not KIND_CLUSTER: e2e deletes its
+# cluster, so it must never pick up a name demo-kind or cluster.sh users keep.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cluster=${KIND_CLUSTER:-tokenkeeper-e2e}
+cluster=${E2E_CLUSTER:-tokenkeeper-e2e}
 t0=$(date +%s)
 step() { echo "### e2e: $* (+$(( $(date +%s) - t0 ))s)"; }
 
