@@ -27,7 +27,9 @@ img_tokencheck=tokenkeeper/e2e-tokencheck:dev
 IMG_TOKENCHECK=$img_tokencheck hack/kind/deploy.sh "$cluster"
 
 step "suite"
-mkdir -p bin/e2e-artifacts
+# A fresh artifacts dir: an old run's failure dumps must not look like this run's.
+rm -rf bin/e2e-artifacts; mkdir -p bin/e2e-artifacts
+# The suite takes a few minutes; 20m leaves room without eating CI's 90-minute budget.
 E2E_ARTIFACTS="$root/bin/e2e-artifacts" TOKENCHECK_IMAGE="$img_tokencheck" \
-  go test -tags e2e -count=1 -timeout 40m ./test/e2e/ -v -ginkgo.v ${E2E_FOCUS:+-ginkgo.focus="$E2E_FOCUS"}
+  go test -tags e2e -count=1 -timeout 20m ./test/e2e/ -v -ginkgo.v ${E2E_FOCUS:+-ginkgo.focus="$E2E_FOCUS"}
 step "passed"
