@@ -96,8 +96,38 @@ func requirements(in []tkv1.ClaimRequirement) []verify.ClaimRequirement {
 	return out
 }
 
+// ValidateRevocationList checks what the API server's schema enforces for a RevocationList
+// applied with kubectl, for files written by hand: an entry missing its expiry or notBefore
+// would otherwise revoke less than it says, silently.
+func ValidateRevocationList(rl *tkv1.RevocationList) error {
+	var errs []error
+	for i, t := range rl.Spec.Tokens {
+		if t.JTI == "" {
+			errs = append(errs, fmt.Errorf("spec.tokens[%d].jti: required", i))
+		}
+		if t.ExpiresAt.IsZero() {
+			errs = append(errs, fmt.Errorf("spec.tokens[%d].expiresAt: required", i))
+		}
+	}
+	for i, s := range rl.Spec.Subjects {
+		if s.Subject == "" {
+			errs = append(errs, fmt.Errorf("spec.subjects[%d].subject: required", i))
+		}
+		if s.NotBefore.IsZero() {
+			errs = append(errs, fmt.Errorf("spec.subjects[%d].notBefore: required", i))
+		}
+	}
+	for i, k := range rl.Spec.Keys {
+		if k.KID == "" {
+			errs = append(errs, fmt.Errorf("spec.keys[%d].kid: required", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Revocations merges RevocationLists into one snapshot, leaving out token entries whose
-// token has expired (they can no longer be presented).
+// token can no longer be presented: expired longer ago than the largest clock skew a
+// policy may tolerate (a verifier accepts a token until exp plus its skew).
 func Revocations(now time.Time, lists ...*tkv1.RevocationList) *verify.Revocations {
 	var tokens []verify.RevokedToken
 	var subjects []verify.RevokedSubject
@@ -107,7 +137,7 @@ func Revocations(now time.Time, lists ...*tkv1.RevocationList) *verify.Revocatio
 			continue
 		}
 		for _, t := range l.Spec.Tokens {
-			if t.ExpiresAt.Time.After(now) {
+			if t.ExpiresAt.Add(verify.MaxClockSkew).After(now) {
 				tokens = append(tokens, verify.RevokedToken{JTI: t.JTI, Issuer: t.Issuer})
 			}
 		}

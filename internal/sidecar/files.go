@@ -142,11 +142,15 @@ func (s *Sidecar) loadJWKS(data []byte, present bool, readErr error) ([]any, err
 	return []any{"keys", len(set.Keys), "effectiveKeys", effective}, nil
 }
 
-// loadRevocations applies the revocations file; an absent one revokes nothing.
+// loadRevocations applies the revocations file. A file that never existed revokes nothing;
+// one that disappears after it was loaded keeps its revocations (failing open would let
+// revoked tokens back in), as a malformed one does.
 func (s *Sidecar) loadRevocations(data []byte, present bool, readErr error) ([]any, error) {
 	switch {
 	case readErr != nil:
 		return nil, readErr
+	case !present && s.revocationsLoaded:
+		return nil, errMissing
 	case !present:
 		s.setRevocations(nil)
 		return []any{"entries", 0, "absent", true}, nil
@@ -155,8 +159,12 @@ func (s *Sidecar) loadRevocations(data []byte, present bool, readErr error) ([]a
 	if err != nil {
 		return nil, err
 	}
+	if err := policy.ValidateRevocationList(rl); err != nil {
+		return nil, err
+	}
 	r := policy.Revocations(s.now(), rl)
 	s.setRevocations(r)
+	s.revocationsLoaded = true
 	return []any{"entries", r.Len()}, nil
 }
 

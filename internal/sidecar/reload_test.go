@@ -144,12 +144,59 @@ func TestRevocationsApplyToCachedTokens(t *testing.T) {
 			f.poll()
 			f.wantStatus(tok, 401, tc.reason)
 
-			if err := os.Remove(filepath.Join(f.dir, policy.BundleRevocations)); err != nil {
-				t.Fatal(err)
-			}
-			f.poll() // an absent file revokes nothing
+			f.write(policy.BundleRevocations, marshalYAML(t, revocationList(nil, nil)))
+			f.poll() // an empty list revokes nothing
 			f.wantStatus(tok, 200, "")
 		})
+	}
+}
+
+// Revocations fail closed: once a list was applied, a list that disappears or holds an
+// entry that would revoke less than it says keeps the last good one.
+func TestRevocationsAreKeptWhenTheFileGoesBad(t *testing.T) {
+	expires := metav1.NewTime(t0.Add(time.Hour))
+	cases := []struct {
+		name   string
+		change func(f *fixture)
+	}{
+		{"the file disappears", func(f *fixture) {
+			if err := os.Remove(filepath.Join(f.dir, policy.BundleRevocations)); err != nil {
+				f.t.Fatal(err)
+			}
+		}},
+		{"a token entry lacks expiresAt", func(f *fixture) {
+			f.write(policy.BundleRevocations, []byte("kind: RevocationList\nspec:\n  tokens: [{jti: other}]\n"))
+		}},
+		{"a subject entry lacks notBefore", func(f *fixture) {
+			f.write(policy.BundleRevocations, []byte("kind: RevocationList\nspec:\n  subjects: [{subject: bob}]\n"))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			tok := f.token()
+			f.write(policy.BundleRevocations, marshalYAML(t, revocationList([]tkv1.RevokedToken{{JTI: "token-1", ExpiresAt: expires}}, nil)))
+			f.poll()
+			f.wantStatus(tok, 401, verify.ReasonRevokedToken)
+			tc.change(f)
+			f.poll()
+			if got := f.reloads(fileRevocations, resultError); got != 1 {
+				t.Errorf("reloads{file=revocations,result=error} = %v, want 1", got)
+			}
+			f.wantStatus(tok, 401, verify.ReasonRevokedToken)
+		})
+	}
+}
+
+// A sidecar started without a revocations file revokes nothing and is ready.
+func TestNoRevocationsFileRevokesNothing(t *testing.T) {
+	f := newFixture(t)
+	if _, err := os.Stat(filepath.Join(f.dir, policy.BundleRevocations)); !os.IsNotExist(err) {
+		t.Fatalf("the fixture wrote a revocations file (%v)", err)
+	}
+	f.wantStatus(f.token(), 200, "")
+	if ok, why := f.sc.Ready(); !ok {
+		t.Errorf("not ready: %s", why)
 	}
 }
 

@@ -46,7 +46,9 @@ type Sidecar struct {
 	remotes   atomic.Pointer[[]*remoteSource] // in policy order; read without mu by the kid hook
 	cacheBase struct{ hits, misses atomic.Uint64 }
 	pollMu    sync.Mutex // one poll of the files at a time
-	files     []*watchedFile
+	// revocationsLoaded: a revocations file was applied once (guarded by pollMu).
+	revocationsLoaded bool
+	files             []*watchedFile
 
 	ctx    context.Context // background work (remote fetches); cancelled when Serve returns
 	cancel context.CancelFunc

@@ -10,6 +10,8 @@ import (
 // Defaults, matching the TokenPolicy API's.
 const (
 	DefaultClockSkew     = 60 * time.Second
+	// MaxClockSkew is the largest skew the TokenPolicy API allows.
+	MaxClockSkew = 10 * time.Minute
 	DefaultMaxTokenBytes = 8 << 10
 	DefaultTokenHeader   = "Authorization"
 	DefaultTokenPrefix   = "Bearer "

@@ -1,0 +1,59 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
+	"github.com/tokenkeeper/tokenkeeper/internal/verify"
+)
+
+// A revoked token's entry outlives the token by the largest clock skew a policy may allow,
+// since a verifier accepts the token until exp plus its skew.
+func TestRevokedTokensAreKeptUntilNoVerifierCanAcceptThem(t *testing.T) {
+	exp := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	rl := &tkv1.RevocationList{Spec: tkv1.RevocationListSpec{Tokens: []tkv1.RevokedToken{{JTI: "t1", ExpiresAt: metav1.NewTime(exp)}}}}
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		want int
+	}{
+		{"before exp", exp.Add(-time.Second), 1},
+		{"after exp, within the largest skew", exp.Add(verify.MaxClockSkew - time.Second), 1},
+		{"once exp plus the largest skew has passed", exp.Add(verify.MaxClockSkew), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Revocations(tc.now, rl).Len(); got != tc.want {
+				t.Errorf("entries = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateRevocationListNamesTheField(t *testing.T) {
+	rl, err := ParseRevocationList([]byte(`kind: RevocationList
+spec:
+  tokens: [{jti: a, expiresAt: "2026-11-28T12:00:00Z"}, {jti: b}, {expiresAt: "2026-11-28T12:00:00Z"}]
+  subjects: [{subject: alice, notBefore: "2026-11-28T12:00:00Z"}, {subject: bob}]
+  keys: [{kid: k1}, {kid: ""}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ValidateRevocationList(rl)
+	if err == nil {
+		t.Fatal("accepted entries that revoke less than they say")
+	}
+	for _, want := range []string{"spec.tokens[1].expiresAt: required", "spec.tokens[2].jti: required",
+		"spec.subjects[1].notBefore: required", "spec.keys[1].kid: required"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "tokens[0]") || strings.Contains(err.Error(), "subjects[0]") {
+		t.Errorf("complete entries reported: %v", err)
+	}
+}
