@@ -9,9 +9,9 @@ import (
 
 // Defaults, matching the TokenPolicy API's.
 const (
-	DefaultClockSkew     = 60 * time.Second
+	DefaultClockSkew = 60 * time.Second
 	// MaxClockSkew is the largest skew the TokenPolicy API allows.
-	MaxClockSkew = 10 * time.Minute
+	MaxClockSkew         = 10 * time.Minute
 	DefaultMaxTokenBytes = 8 << 10
 	DefaultTokenHeader   = "Authorization"
 	DefaultTokenPrefix   = "Bearer "
