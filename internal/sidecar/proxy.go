@@ -52,6 +52,12 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 		refuse(w, http.StatusMethodNotAllowed, nil)
 		return outcomeBadRequest
 	}
+	if err := verify.CheckTarget(r.Method, r.URL); err != nil {
+		// The rules would match one path and the app might serve another.
+		s.debugRejection(r, http.StatusBadRequest, "", err)
+		refuse(w, http.StatusBadRequest, nil)
+		return outcomeBadRequest
+	}
 	eng := s.engine.Load()
 	if eng == nil {
 		w.Header()["Retry-After"] = retryAfter
@@ -60,9 +66,16 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 	}
 	v := eng.v
 	rs := &requestState{eng: eng, outcome: outcomeAnonymous}
-	// Anonymous routes pass whatever the request carries: a token there is not verified and
-	// no claims are forwarded, so a bad token cannot break a health check.
-	if d := v.Decide(r.Method, r.URL.Path, nil); d.Outcome != verify.AllowAnonymous {
+	if d := v.Decide(r.Method, r.URL.Path, nil); d.Outcome == verify.AllowAnonymous {
+		// A token is optional here and a bad one cannot break a health check: a valid
+		// token is forwarded with its claims as anywhere else, any other is removed in
+		// rewrite, so the app never reads a token nobody verified.
+		if v.Ready() {
+			if tok, err := v.TokenFromRequest(r); err == nil {
+				rs.claims, _ = v.Verify(tok, s.now())
+			}
+		}
+	} else {
 		if !v.Ready() {
 			w.Header()["Retry-After"] = retryAfter
 			refuse(w, http.StatusServiceUnavailable, nil)
@@ -118,7 +131,7 @@ func refuse(w http.ResponseWriter, code int, challenge []string) {
 var statusBodies = map[int][]byte{}
 
 func init() {
-	for _, c := range []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+	for _, c := range []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
 		http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable, http.StatusBadGateway,
 		http.StatusGatewayTimeout} {
 		statusBodies[c] = []byte(http.StatusText(c) + "\n")
@@ -133,8 +146,11 @@ func (s *Sidecar) debugRejection(r *http.Request, code int, reason verify.Reason
 	attrs = append(attrs, "status", code, "reason", string(reason), "method", r.Method,
 		"path", r.URL.Path, "remote", r.RemoteAddr)
 	var verr *verify.Error
-	if errors.As(err, &verr) && verr.KID() != "" {
+	switch {
+	case errors.As(err, &verr) && verr.KID() != "":
 		attrs = append(attrs, "kid", truncate(verr.KID(), 64))
+	case err != nil && verr == nil:
+		attrs = append(attrs, "err", err.Error())
 	}
 	s.log.Debug("Refused a request", attrs...)
 }
@@ -186,8 +202,17 @@ func (s *Sidecar) rewrite(pr *httputil.ProxyRequest) {
 			eng.stripClaimHeaders(pr.Out.Trailer) // an app may merge trailers into headers
 		}
 	}
-	if !eng.forwardToken {
+	switch {
+	case rs.claims == nil:
+		verify.RemoveUnverifiedTokens(pr.Out, eng.src)
+	case !eng.forwardToken:
 		verify.RemoveToken(pr.Out, eng.src)
+	}
+	if up := out["Upgrade"]; len(up) > 0 && !strings.EqualFold(up[0], "websocket") {
+		// Only WebSocket is tunnelled. After a 101 the client talks to the app directly,
+		// and an h2c upgrade would carry requests this proxy never sees.
+		delete(out, "Upgrade")
+		delete(out, "Connection")
 	}
 	if rs.claims != nil {
 		for name, values := range eng.v.ForwardHeaders(rs.claims) {

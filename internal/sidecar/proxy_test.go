@@ -149,8 +149,47 @@ func TestProxyDecidesEveryRequest(t *testing.T) {
 			},
 		},
 		{
-			name: "dot segments cannot borrow the anonymous rule",
-			path: "/healthz/../admin/users", status: 401, challenge: wantMissing, reason: verify.ReasonMissingToken,
+			name: "the anonymous health path forwards a valid token's claims, not the token",
+			path: "/healthz", opts: []reqOpt{bearer(valid), header("X-User", "mallory")}, status: 200,
+			seen: func(t *testing.T, e *echo) {
+				wantHeader(t, e, "X-User", "alice")
+				wantNoHeader(t, e, "Authorization")
+			},
+		},
+		{
+			name: "the anonymous health path drops an unverified query token",
+			path: "/healthz?probe=1&access_token=forged", status: 200,
+			seen: func(t *testing.T, e *echo) {
+				if e.RawQuery != "probe=1" {
+					t.Errorf("upstream saw the query %q", e.RawQuery)
+				}
+			},
+		},
+		{
+			name: "a query token next to the header token is ambiguous",
+			path: "/api/items?access_token=forged", opts: []reqOpt{bearer(valid)},
+			status: 401, challenge: wantInvalid, reason: verify.ReasonAmbiguousToken,
+		},
+		{
+			name: "an h2c upgrade is not passed to the app",
+			path: "/api/items", opts: []reqOpt{bearer(valid), header("Connection", "Upgrade, HTTP2-Settings"), header("Upgrade", "h2c"), header("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")},
+			status: 200,
+			seen: func(t *testing.T, e *echo) {
+				wantNoHeader(t, e, "Upgrade")
+				wantNoHeader(t, e, "Http2-Settings")
+			},
+		},
+		{
+			name: "dot segments are refused",
+			path: "/healthz/../admin/users", status: 400,
+		},
+		{
+			name: "a path parameter hiding a dot segment is refused (Tomcat would serve /admin/users)",
+			path: "/healthz/..;/admin/users", status: 400,
+		},
+		{
+			name: "a lower-case method is refused (some servers upper-case it)",
+			path: "/admin/users", opts: []reqOpt{method("post"), bearer(valid)}, status: 400,
 		},
 		{
 			name: "CONNECT is refused",

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -49,7 +50,7 @@ type Decision struct {
 func (d Decision) Allowed() bool { return d.Outcome == Allow || d.Outcome == AllowAnonymous }
 
 type rule struct {
-	prefix    string
+	base      string // the path prefix without its trailing slash; "" for "/"
 	methods   []string
 	anonymous bool
 	required  []requirement
@@ -58,16 +59,23 @@ type rule struct {
 func compileRules(rules []Rule) []rule {
 	out := make([]rule, len(rules))
 	for i, r := range rules {
-		out[i] = rule{prefix: r.PathPrefix, anonymous: r.Anonymous, required: compileRequirements(r.RequiredClaims)}
+		out[i] = rule{base: strings.TrimRight(r.PathPrefix, "/"), anonymous: r.Anonymous, required: compileRequirements(r.RequiredClaims)}
 		for _, m := range r.Methods {
 			out[i].methods = append(out[i].methods, strings.ToUpper(m))
+		}
+		// Servers answer HEAD with their GET handler, so a GET rule covers HEAD too.
+		if slices.Contains(out[i].methods, "GET") && !slices.Contains(out[i].methods, "HEAD") {
+			out[i].methods = append(out[i].methods, "HEAD")
 		}
 	}
 	return out
 }
 
+// matches compares the path segment by segment, as Kubernetes Ingress "Prefix" paths do:
+// "/admin" and "/admin/" both match "/admin", "/admin/" and "/admin/users", and neither
+// matches "/administrator", so an anonymous "/healthz" does not open "/healthz-debug".
 func (r *rule) matches(method, p string) bool {
-	if !strings.HasPrefix(p, r.prefix) {
+	if !strings.HasPrefix(p, r.base) || (len(p) > len(r.base) && p[len(r.base)] != '/') {
 		return false
 	}
 	if len(r.methods) == 0 {

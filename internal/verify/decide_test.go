@@ -42,7 +42,10 @@ func TestDecide(t *testing.T) {
 		{"no rule matching needs just a valid token", "GET", "/other", plain, Decision{Outcome: Allow, Rule: -1}},
 		{"no rule matching and no token", "GET", "/other", nil, Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: -1}},
 		{"a trailing slash is kept for prefixes that need it", "GET", "/admin/", admin, Decision{Outcome: Allow, Rule: 2}},
-		{"a prefix does not match without its trailing slash", "GET", "/admin", admin, Decision{Outcome: Allow, Rule: -1}},
+		{"a prefix with a trailing slash matches the bare segment", "GET", "/admin", plain, Decision{Outcome: Forbidden, Reason: ReasonMissingClaim, Claim: "groups", Rule: 2}},
+		{"a prefix matches whole segments only", "GET", "/healthz-debug", nil, Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: -1}},
+		{"a prefix matches below its segment", "GET", "/healthz/ready", nil, Decision{Outcome: AllowAnonymous, Rule: 0}},
+		{"a segment-prefixed neighbour is not the rule's", "GET", "/administrator", plain, Decision{Outcome: Allow, Rule: -1}},
 		{"an empty path is the root", "GET", "", nil, Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: -1}},
 		{"a relative path is rooted", "GET", "healthz", nil, Decision{Outcome: AllowAnonymous, Rule: 0}},
 	}
@@ -56,6 +59,25 @@ func TestDecide(t *testing.T) {
 				t.Error("Allowed disagrees with Outcome")
 			}
 		})
+	}
+}
+
+// Servers answer HEAD with their GET handler: a rule limited to GET must cover HEAD too, or
+// HEAD would fall through to a weaker rule.
+func TestAGetRuleCoversHead(t *testing.T) {
+	v := newVerifier(t, configured(func(c *Config) {
+		c.Rules = []Rule{
+			{PathPrefix: "/reports/", Methods: []string{"get"}, RequiredClaims: []ClaimRequirement{{Name: "groups", Values: []string{"auditors"}}}},
+			{PathPrefix: "/reports/", Anonymous: true},
+		}
+	}))
+	for _, method := range []string{"GET", "HEAD"} {
+		if got := v.Decide(method, "/reports/q3", nil); got.Rule != 0 || got.Outcome != Unauthenticated {
+			t.Errorf("%s: %+v, want rule 0 to ask for a token", method, got)
+		}
+	}
+	if got := v.Decide("POST", "/reports/q3", nil); got.Rule != 1 {
+		t.Errorf("POST: %+v, want the anonymous rule 1", got)
 	}
 }
 
