@@ -31,7 +31,8 @@ func (v *Verifier) ForwardedHeaderNames() []string {
 // ForwardHeaders returns the headers carrying c's claims to the app. Strings, numbers and
 // booleans are forwarded as text, arrays of them joined with commas; objects, null and
 // absent claims set no header, and neither does a value holding control characters (a
-// header-injection attempt cannot reach the app).
+// header-injection attempt cannot reach the app) nor an array with an element holding a
+// comma (the list would split differently).
 //
 // They are computed once per verified token and shared by every request that carries it
 // from the cache: callers copy the entries into their own header and must not modify the
@@ -70,13 +71,16 @@ func (v *Verifier) forwardHeaders(c *Claims) http.Header {
 func headerValue(v any) (string, bool) {
 	var b strings.Builder
 	n, ok := 0, true
-	if _, isArray := v.([]any); !isArray {
+	_, isArray := v.([]any)
+	if !isArray {
 		if _, scalar := scalarString(v); !scalar {
 			return "", false
 		}
 	}
 	claimStrings(v, func(s string) bool {
-		if !safeHeaderText(s) {
+		// An element holding a comma would read as two to an app that splits the list:
+		// ["cn=x,ou=admins"] must not become "cn=x" and "ou=admins".
+		if !safeHeaderText(s) || (isArray && strings.IndexByte(s, ',') >= 0) {
 			ok = false
 			return false
 		}

@@ -21,6 +21,8 @@ func TestForwardHeaders(t *testing.T) {
 			{Claim: "evil", Header: "X-Evil"},
 			{Claim: "absent", Header: "X-Absent"},
 			{Claim: "nothing", Header: "X-Nothing"},
+			{Claim: "dns", Header: "X-DNs"},
+			{Claim: "dn", Header: "X-DN"},
 		}
 	}))
 	c, err := v.Verify(newToken(t, k,
@@ -32,6 +34,8 @@ func TestForwardHeaders(t *testing.T) {
 		withClaim("org", map[string]any{"id": 1}),
 		withClaim("evil", "x\r\nX-Admin: true"),
 		withClaim("nothing", nil),
+		withClaim("dns", []string{"cn=x,ou=admins"}),
+		withClaim("dn", "cn=x,ou=admins"),
 	), t0)
 	if err != nil {
 		t.Fatal(err)
@@ -43,12 +47,13 @@ func TestForwardHeaders(t *testing.T) {
 		"X-Level":    {"3"},
 		"X-Big":      {"12345678901234567890"},
 		"X-Verified": {"true"},
+		"X-Dn":       {"cn=x,ou=admins"}, // a single string is forwarded whole
 	}
 	if got := v.ForwardHeaders(c); !reflect.DeepEqual(got, want) {
 		t.Errorf("ForwardHeaders = %v\nwant %v", got, want)
 	}
 	names := v.ForwardedHeaderNames()
-	if len(names) != 10 || names[0] != "X-User" || names[9] != "X-Nothing" {
+	if len(names) != 12 || names[0] != "X-User" || names[9] != "X-Nothing" {
 		t.Errorf("ForwardedHeaderNames = %v", names)
 	}
 }

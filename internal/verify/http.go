@@ -10,11 +10,15 @@ import (
 // A request that offers more than one candidate is refused as ambiguous rather than
 // guessing which one a downstream component will read: the source header or cookie given
 // twice, or, when the source is not the Authorization header itself, an
-// "Authorization: Bearer" header next to it. The returned error is an *Error with Reason
+// "Authorization: Bearer" header next to it, or an RFC 6750 "access_token" query parameter,
+// which a policy never reads and an app might. The returned error is an *Error with Reason
 // missing_token (RFC 6750: answer 401 without an error code), ambiguous_token or malformed.
 func ExtractToken(r *http.Request, src TokenSource) (string, error) {
 	if src == (TokenSource{}) {
 		src = TokenSource{Header: DefaultTokenHeader, Prefix: DefaultTokenPrefix}
+	}
+	if HasQueryToken(r) {
+		return "", errAmbiguousToken
 	}
 	var tok string
 	if src.Cookie != "" {
@@ -51,6 +55,29 @@ func ExtractToken(r *http.Request, src TokenSource) (string, error) {
 		return "", reject(ReasonMalformed, "empty token")
 	}
 	return tok, nil
+}
+
+// queryTokenParam is RFC 6750's URI query parameter for a bearer token (§2.3).
+const queryTokenParam = "access_token"
+
+// HasQueryToken reports whether r's query carries an access_token parameter.
+func HasQueryToken(r *http.Request) bool {
+	return strings.Contains(r.URL.RawQuery, queryTokenParam) && r.URL.Query().Has(queryTokenParam)
+}
+
+// RemoveUnverifiedTokens deletes every token carrier of r: the source, any
+// "Authorization: Bearer" header and the access_token query parameter. For requests whose
+// token was not verified (anonymous routes), so that the app never reads one.
+func RemoveUnverifiedTokens(r *http.Request, src TokenSource) {
+	RemoveToken(r, src)
+	if hasBearer(r.Header) {
+		r.Header.Del(DefaultTokenHeader)
+	}
+	if HasQueryToken(r) {
+		q := r.URL.Query()
+		q.Del(queryTokenParam)
+		r.URL.RawQuery = q.Encode()
+	}
 }
 
 func hasBearer(h http.Header) bool {

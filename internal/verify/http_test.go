@@ -13,6 +13,7 @@ func TestExtractToken(t *testing.T) {
 		name    string
 		src     TokenSource
 		headers [][2]string
+		target  string
 		want    string
 		reason  Reason
 	}{
@@ -34,10 +35,17 @@ func TestExtractToken(t *testing.T) {
 		{name: "a custom header without prefix", src: custom, headers: [][2]string{{"X-Access-Token", "abc"}}, want: "abc"},
 		{name: "a custom header next to a bearer header", src: custom,
 			headers: [][2]string{{"X-Access-Token", "abc"}, {"Authorization", "Bearer xyz"}}, reason: ReasonAmbiguousToken},
+		{name: "a bearer header next to an access_token query parameter", src: bearer, target: "/?a=1&access_token=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "a query parameter merely named like it", src: bearer, target: "/?no_access_token=1",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, want: "abc"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := httptest.NewRequest("GET", "/", nil)
+			if tc.target == "" {
+				tc.target = "/"
+			}
+			r := httptest.NewRequest("GET", tc.target, nil)
 			for _, h := range tc.headers {
 				r.Header.Add(h[0], h[1])
 			}
@@ -75,5 +83,30 @@ func TestVerifierReadsAndRemovesItsTokenSource(t *testing.T) {
 	v.RemoveToken(r)
 	if r.Header.Get("Authorization") != "" {
 		t.Error("Authorization kept")
+	}
+}
+
+// On a route whose token is not verified, every carrier goes: the source, a bearer header
+// and the query parameter, while other credentials and parameters stay.
+func TestRemoveUnverifiedTokens(t *testing.T) {
+	r := httptest.NewRequest("GET", "/public?b=2&access_token=xyz&a=1", nil)
+	r.Header.Add("Cookie", "theme=dark; session=tok")
+	r.Header.Add("Authorization", "Bearer other")
+	RemoveUnverifiedTokens(r, TokenSource{Cookie: "session"})
+	if got := r.Header.Get("Cookie"); got != "theme=dark" {
+		t.Errorf("Cookie = %q", got)
+	}
+	if _, ok := r.Header["Authorization"]; ok {
+		t.Error("the bearer header was kept")
+	}
+	if got := r.URL.RawQuery; got != "a=1&b=2" {
+		t.Errorf("query = %q", got)
+	}
+
+	r = httptest.NewRequest("GET", "/public?a=1", nil)
+	r.Header.Set("Authorization", "Basic dXNlcjpwYXNz")
+	RemoveUnverifiedTokens(r, TokenSource{Cookie: "session"})
+	if r.Header.Get("Authorization") == "" || r.URL.RawQuery != "a=1" {
+		t.Errorf("removed what is not a token: %v %q", r.Header, r.URL.RawQuery)
 	}
 }
