@@ -38,7 +38,9 @@ type RevokedToken struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
-	// ExpiresAt is the token's own expiry; after it the entry is pruned.
+	// ExpiresAt is the token's own expiry. Verifiers drop the entry once it is older than
+	// the largest clock skew a TokenPolicy may allow (10m), when no verifier can accept the
+	// token any more.
 	ExpiresAt metav1.Time `json:"expiresAt"`
 }
 

@@ -118,12 +118,16 @@ type ClaimRequirement struct {
 // RouteRule decides what a matching request needs.
 // +kubebuilder:validation:XValidation:rule="!(has(self.anonymous) && self.anonymous && has(self.requiredClaims) && size(self.requiredClaims) > 0)",message="an anonymous rule cannot require claims",fieldPath=".requiredClaims"
 type RouteRule struct {
-	// PathPrefix the request path must start with, such as "/api/" or "/healthz".
+	// PathPrefix the request path must start with, such as "/api/" or "/healthz",
+	// compared segment by segment: "/api" and "/api/" both match "/api", "/api/" and
+	// "/api/items", and neither matches "/apiary". The sidecar refuses (400) paths that an
+	// app could resolve differently: dot or empty segments, ";", "\", encoded "/" or ".".
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^/`
 	PathPrefix string `json:"pathPrefix"`
-	// Methods the rule applies to. Empty means all.
+	// Methods the rule applies to. Empty means all. GET covers HEAD too, as servers answer
+	// HEAD with their GET handler.
 	// +kubebuilder:validation:MaxItems=9
 	// +kubebuilder:validation:items:Enum=GET;HEAD;POST;PUT;PATCH;DELETE;OPTIONS;CONNECT;TRACE
 	// +listType=set
