@@ -63,7 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	fs.StringVar(&o.PolicyName, "policy-name", "", "TokenPolicy the bundle is expected to hold (checked, for logs).")
 	fs.StringVar(&o.PolicyFile, "policy-file", "", "TokenPolicy manifest (standalone mode).")
 	fs.StringVar(&o.JWKSFile, "jwks-file", "", "JWKS of trusted public keys (standalone mode; optional when the policy names jwksURIs).")
-	fs.StringVar(&o.RevocationsFile, "revocations-file", "", "RevocationList manifest (standalone mode; optional, absent means nothing is revoked).")
+	fs.StringVar(&o.RevocationsFile, "revocations-file", "", "RevocationList manifest (standalone mode; optional: a file that never existed revokes nothing, one that disappears or goes bad keeps the last good list).")
 	fs.DurationVar(&o.PollInterval, "poll-interval", sidecar.DefaultPollInterval, "How often the files are checked for changes.")
 	fs.IntVar(&o.MaxHeaderBytes, "max-header-bytes", sidecar.DefaultMaxHeaderBytes, "Largest request header block (plus Go's 4 KiB slack); beyond: 431.")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", sidecar.DefaultMaxBodyBytes, "Largest request body; beyond: 413.")
