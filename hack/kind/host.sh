@@ -30,7 +30,9 @@ wrapper=/usr/local/lib/tokenkeeper/runc-nosysresource
 restart=no
 if [ "$needs_wrapper" = yes ]; then
   tmp=$(mktemp)
-  (cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$tmp" ./hack/kind/runc-nosysresource)
+  # No VCS stamp (and no paths): the binary must change only with its source, since a new
+  # one restarts dockerd and with it every container, kind clusters included.
+  (cd "$root" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o "$tmp" ./hack/kind/runc-nosysresource)
   if ! cmp -s "$tmp" "$wrapper"; then
     log "CAP_SYS_RESOURCE is missing from the bounding set: installing $wrapper"
     install -D -m 0755 "$tmp" "$wrapper"
