@@ -57,13 +57,29 @@ PY
   fi
 fi
 
+# Probe again: on systemd hosts installing docker.io starts a daemon, before daemon.json was
+# written, so it must be restarted like any other.
+systemd_docker() { command -v systemctl >/dev/null && systemctl is-active --quiet docker 2>/dev/null; }
+if docker info >/dev/null 2>&1 || systemd_docker; then daemon_running=yes; else daemon_running=no; fi
+
+# dockerd's pid without procps (not installed on a fresh CI machine): its pid file, else /proc.
+dockerd_pids() {
+  local p d
+  p=$(cat /var/run/docker.pid 2>/dev/null || true)
+  if [ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = dockerd ]; then echo "$p"; return; fi
+  for d in /proc/[0-9]*; do [ "$(cat "$d/comm" 2>/dev/null)" = dockerd ] && echo "${d#/proc/}"; done; true
+}
+
 if [ "$daemon_running" = yes ] && [ "$restart" = yes ]; then
   log "Restarting dockerd for the new runtime"
-  if command -v systemctl >/dev/null && systemctl is-active --quiet docker 2>/dev/null; then
+  if systemd_docker; then
     systemctl restart docker
   else
-    pkill -x dockerd || true
-    for _ in $(seq 50); do pgrep -x dockerd >/dev/null || break; sleep 0.2; done
+    pids=$(dockerd_pids)
+    [ -z "$pids" ] || kill $pids 2>/dev/null || true
+    # dockerd stops its containers first: that can take well over 10s.
+    for _ in $(seq 150); do [ -n "$(dockerd_pids)" ] || break; sleep 0.2; done
+    [ -z "$(dockerd_pids)" ] || { log "dockerd ($pids) did not stop within 30s"; exit 1; }
     daemon_running=no
   fi
 fi
