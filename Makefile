@@ -28,9 +28,11 @@ vet: ## go vet, and check gofmt.
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
+# git diff ignores untracked files: a newly generated CRD or RBAC file must be committed too.
 .PHONY: verify-generated
 verify-generated: generate ## Fail when generated files are not committed.
 	@git diff --exit-code -- api config || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@new=$$(git status --porcelain --untracked-files=all -- api config); if [ -n "$$new" ]; then echo "$$new"; echo "generated files are not committed: run make generate and commit"; exit 1; fi
 
 .PHONY: verify-manifests
 verify-manifests: envtest-assets ## Render the kustomize trees users apply.
