@@ -69,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", sidecar.DefaultMaxBodyBytes, "Largest request body; beyond: 413.")
 	fs.DurationVar(&o.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "Time allowed to read a request's headers.")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", sidecar.DefaultIdleTimeout, "How long an idle client keep-alive connection is kept.")
+	fs.DurationVar(&o.BodyIdleTimeout, "body-idle-timeout", sidecar.DefaultBodyIdleTimeout, "How long to wait for more of a request body before answering 408; a body that keeps coming is never cut.")
 	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", sidecar.DefaultUpstreamTimeout, "Time the app has to send its response headers; beyond: 504.")
 	fs.IntVar(&o.UpstreamIdleConns, "upstream-idle-conns", sidecar.DefaultUpstreamIdleConns, "Idle keep-alive connections kept to the app.")
 	fs.DurationVar(&o.UpstreamIdleTimeout, "upstream-idle-timeout", sidecar.DefaultUpstreamIdleTimeout, "How long an idle connection to the app is kept; keep it below the app's own keep-alive timeout.")

@@ -22,6 +22,7 @@ const (
 	DefaultMaxHeaderBytes    = 16 << 10
 	DefaultMaxBodyBytes      = 10 << 20
 	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultBodyIdleTimeout   = 30 * time.Second
 	DefaultIdleTimeout       = 90 * time.Second
 	// DefaultUpstreamIdleTimeout is below the keep-alive timeouts of common app servers
 	// (Node and uvicorn 5s, Puma and Tomcat 20s): the proxy must drop an idle connection
@@ -71,6 +72,10 @@ type Options struct {
 	// ReadHeaderTimeout bounds reading a request's headers; IdleTimeout a keep-alive
 	// connection's wait for the next request.
 	ReadHeaderTimeout, IdleTimeout time.Duration
+	// BodyIdleTimeout bounds each wait for more of a request body (beyond: 408), so a
+	// client that stops sending cannot hold a connection to the app; a long upload that
+	// keeps sending is not cut.
+	BodyIdleTimeout time.Duration
 	// UpstreamTimeout bounds the wait for the app's response headers; beyond: 504.
 	UpstreamTimeout time.Duration
 	// UpstreamIdleConns is the number of idle connections kept to the app, for at most
@@ -132,6 +137,7 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.PollInterval, DefaultPollInterval)
 	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
+	def(&o.BodyIdleTimeout, DefaultBodyIdleTimeout)
 	def(&o.UpstreamTimeout, DefaultUpstreamTimeout)
 	def(&o.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
 	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
@@ -178,7 +184,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	for name, d := range map[string]time.Duration{
 		"poll interval": o.PollInterval, "read-header timeout": o.ReadHeaderTimeout,
-		"idle timeout": o.IdleTimeout, "upstream timeout": o.UpstreamTimeout,
+		"idle timeout": o.IdleTimeout, "body idle timeout": o.BodyIdleTimeout, "upstream timeout": o.UpstreamTimeout,
 		"upstream idle timeout": o.UpstreamIdleTimeout,
 		"shutdown timeout":      o.ShutdownTimeout, "JWKS fetch timeout": o.JWKSFetchTimeout,
 		"JWKS refresh": o.JWKSRefresh, "JWKS minimum refresh": o.JWKSRefreshMin,

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,14 +25,17 @@ var (
 	noSniff               = []string{"nosniff"}
 	noStore               = []string{"no-store"}
 	retryAfter            = []string{"1"}
+	connectionClose       = []string{"close"}
 )
 
 // requestState travels from the handler to the ReverseProxy's Rewrite and ErrorHandler in
 // the request's context.
 type requestState struct {
 	eng     *engine
-	claims  *verify.Claims // nil on anonymous routes
+	claims  *verify.Claims // nil unless a token was verified
 	outcome outcome
+	// bodyIdle: the request body stopped arriving (set by the transport's goroutine).
+	bodyIdle atomic.Bool
 }
 
 type stateKey struct{}
@@ -109,7 +113,8 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 		return outcomeBadRequest
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+		r.Body = &idleBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes),
+			rc: http.NewResponseController(w), idle: s.opts.BodyIdleTimeout, rs: rs}
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, rs)))
 	return rs.outcome
@@ -131,7 +136,7 @@ func refuse(w http.ResponseWriter, code int, challenge []string) {
 var statusBodies = map[int][]byte{}
 
 func init() {
-	for _, c := range []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+	for _, c := range []int{http.StatusBadRequest, http.StatusRequestTimeout, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
 		http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable, http.StatusBadGateway,
 		http.StatusGatewayTimeout} {
 		statusBodies[c] = []byte(http.StatusText(c) + "\n")
@@ -251,6 +256,11 @@ func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.As(err, &tooLarge):
 		rs.outcome = outcomeBadRequest
 		refuse(w, http.StatusRequestEntityTooLarge, nil)
+	case rs.bodyIdle.Load():
+		// Checked before the context: the failed read also cancelled it.
+		rs.outcome = outcomeBadRequest
+		w.Header()["Connection"] = connectionClose
+		refuse(w, http.StatusRequestTimeout, nil)
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads the answer. Not the app's fault.
 		rs.outcome = outcomeClientClosed
@@ -307,3 +317,38 @@ func newBufferPool() *bufferPool {
 
 func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+// errBodyIdle is the error of a request body that stopped arriving.
+var errBodyIdle = errors.New("the client sent nothing of the request body for too long")
+
+// idleBody moves the connection's read deadline forward before each read of the body: a
+// body may take as long as it needs, but each wait for more of it is bounded.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	rs   *requestState // told when the body stopped arriving
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle)) // not every ResponseWriter supports it
+	n, err := b.ReadCloser.Read(p)
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr) && netErr.Timeout():
+		b.rs.bodyIdle.Store(true)
+		return n, errBodyIdle
+	case err != nil:
+		b.clearDeadline()
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.clearDeadline()
+	return b.ReadCloser.Close()
+}
+
+// clearDeadline lifts the deadline once the body is done: the server's background read,
+// which notices a client going away while a long response streams, must not time out.
+func (b *idleBody) clearDeadline() { _ = b.rc.SetReadDeadline(time.Time{}) }

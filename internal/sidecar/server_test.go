@@ -1,6 +1,10 @@
 package sidecar
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -185,5 +189,70 @@ func TestAZeroDrainDelayMeansNoDrain(t *testing.T) {
 	}
 	if o.DrainDelay != 0 {
 		t.Errorf("drain delay %v, want 0", o.DrainDelay)
+	}
+}
+
+// rawRequest writes head and then body to the proxy, one chunk every gap, and returns the
+// response.
+func rawRequest(t *testing.T, f *fixture, head string, body []string, gap time.Duration) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.proxyURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for _, b := range body {
+			time.Sleep(gap)
+			if _, err := io.WriteString(conn, b); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func TestABodyThatStopsArrivingGets408(t *testing.T) {
+	f := newFixture(t, withOptions(func(o *Options) { o.BodyIdleTimeout = 200 * time.Millisecond }))
+	head := "POST /api/items HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer " + f.token() + "\r\nContent-Length: 10\r\n\r\nab"
+	start := time.Now()
+	resp := rawRequest(t, f, head, nil, 0)
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d, want 408", resp.StatusCode)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("answered after %v", waited)
+	}
+}
+
+// The timeout bounds each wait, not the whole body: a slow upload that keeps sending passes,
+// and so does a response that streams for longer than the timeout after the body was read.
+func TestASlowButSteadyBodyAndALongResponsePass(t *testing.T) {
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		for i := range 3 {
+			fmt.Fprintf(w, "%d:%d\n", i, n)
+			w.(http.Flusher).Flush()
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
+	f := newFixture(t, withUpstream(upstream), withOptions(func(o *Options) { o.BodyIdleTimeout = 200 * time.Millisecond }))
+	head := "POST /api/items HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer " + f.token() + "\r\nContent-Length: 8\r\n\r\n"
+	resp := rawRequest(t, f, head, []string{"ab", "cd", "ef", "gh"}, 100*time.Millisecond) // 400 ms in all
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != "0:8\n1:8\n2:8\n" {
+		t.Fatalf("body %q, %v: want the whole streamed answer", got, err)
 	}
 }
