@@ -14,6 +14,9 @@ cd "$root"
 cluster=${E2E_CLUSTER:-tokenkeeper-e2e}
 t0=$(date +%s)
 step() { echo "### e2e: $* (+$(( $(date +%s) - t0 ))s)"; }
+# Cleared first: an old run's failure dumps must not look like this run's, even when this
+# run fails before the suite.
+rm -rf bin/e2e-artifacts; mkdir -p bin/e2e-artifacts
 
 step "host and cluster"
 if [ -z "${E2E_REUSE_CLUSTER:-}" ]; then hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true; fi
@@ -27,8 +30,6 @@ img_tokencheck=tokenkeeper/e2e-tokencheck:dev
 IMG_TOKENCHECK=$img_tokencheck hack/kind/deploy.sh "$cluster"
 
 step "suite"
-# A fresh artifacts dir: an old run's failure dumps must not look like this run's.
-rm -rf bin/e2e-artifacts; mkdir -p bin/e2e-artifacts
 # The suite takes a few minutes; 20m leaves room without eating CI's 90-minute budget.
 E2E_ARTIFACTS="$root/bin/e2e-artifacts" TOKENCHECK_IMAGE="$img_tokencheck" \
   go test -tags e2e -count=1 -timeout 20m ./test/e2e/ -v -ginkgo.v ${E2E_FOCUS:+-ginkgo.focus="$E2E_FOCUS"}
