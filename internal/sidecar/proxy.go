@@ -136,9 +136,9 @@ func refuse(w http.ResponseWriter, code int, challenge []string) {
 var statusBodies = map[int][]byte{}
 
 func init() {
-	for _, c := range []int{http.StatusBadRequest, http.StatusRequestTimeout, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
-		http.StatusRequestEntityTooLarge, http.StatusServiceUnavailable, http.StatusBadGateway,
-		http.StatusGatewayTimeout} {
+	for _, c := range []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden,
+		http.StatusMethodNotAllowed, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge,
+		http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout} {
 		statusBodies[c] = []byte(http.StatusText(c) + "\n")
 	}
 }
