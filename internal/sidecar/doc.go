@@ -11,7 +11,10 @@
 //     swapping a symlink, which inotify on the file itself misses. A changed file is parsed
 //     and applied atomically; an invalid one is logged and counted and the last good state
 //     is kept. A missing policy or JWKS file keeps the last good state too (at start-up:
-//     none); a missing revocations file means nothing is revoked.
+//     none). A revocations file that never existed revokes nothing; one that disappears
+//     after it was loaded, or holds an entry that would revoke less than it says (no
+//     expiresAt, notBefore, jti, subject or kid), keeps the last good list: revocations
+//     fail closed.
 //   - Remote JWKS (spec.trustedKeys[].jwksURI) are fetched in the background, refreshed as
 //     Cache-Control/Expires say (clamped), and once more when a token names an unknown kid:
 //     coalesced, and at most once per JWKSUnknownKIDInterval per URI. A failed fetch keeps
@@ -23,10 +26,17 @@
 //     alg is used only when the policy allows exactly one RSA algorithm).
 //   - Until a valid policy is loaded every request gets 503; until a key is loaded, every
 //     request but those on anonymous routes does. /readyz says 503 meanwhile.
-//   - Anonymous routes pass without a token, and a token they carry is not verified: no
-//     claims are forwarded for them, and the token is removed unless forwardToken is set.
-//     Every other request needs a valid token (401 otherwise) that satisfies the route's
-//     rule (403 otherwise).
+//   - A request whose method or path the app could read differently from the rules gets
+//     400 before any rule applies (verify.CheckTarget: lower-case methods, ";", "\", dot or
+//     empty segments, encoded "/", "\", ".", ";" or "%"). Rules match whole segments.
+//   - Anonymous routes pass without a token. A token they carry is verified: a valid one is
+//     forwarded with its claims as anywhere else; any other (invalid, ambiguous, or in the
+//     access_token query parameter) is removed, so the app never reads a token nobody
+//     verified. Every other request needs a valid token (401 otherwise) that satisfies the
+//     route's rule (403 otherwise).
+//   - Only WebSocket upgrades are passed: after a 101 the app talks to the client directly.
+//   - A request body that sends nothing for BodyIdleTimeout gets 408; a body that keeps
+//     coming is never cut.
 //   - Incoming copies of the forwarded-claim headers are always removed (also spellings
 //     with underscores, which some frameworks treat as the same header), after hop-by-hop
 //     removal, so that a "Connection" header cannot strip the headers the sidecar sets.
