@@ -317,6 +317,12 @@ func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, writeErr error) 
 	default:
 		set(tkv1.ConditionRetentionCoversTokens, metav1.ConditionTrue, tkv1.ReasonRetentionSufficient, "Every SigningKey keeps retired keys longer than tokens live")
 	}
+	if insecure := insecureKeySources(tp.Spec.TrustedKeys); len(insecure) > 0 {
+		set(tkv1.ConditionKeySourcesSecure, metav1.ConditionFalse, tkv1.ReasonInsecureJWKSURI,
+			strings.Join(insecure, "; ")+": fetched over plain http, anyone on the network path can substitute keys and forge tokens; use https")
+	} else {
+		set(tkv1.ConditionKeySourcesSecure, metav1.ConditionTrue, tkv1.ReasonSecureKeySources, "Every key source is local or fetched over https")
+	}
 	switch {
 	case writeErr != nil:
 		set(tkv1.ConditionReady, metav1.ConditionFalse, tkv1.ReasonBundleWriteFailed, writeErr.Error())
@@ -382,4 +388,16 @@ func (r *TokenPolicyReconciler) policiesForJWKS(ctx context.Context, obj client.
 		return nil
 	}
 	return r.policiesInNamespace(ctx, obj)
+}
+
+// insecureKeySources names the jwksURIs fetched over plain http. They stay allowed (an
+// in-cluster issuer may serve only http), but the policy says what that costs.
+func insecureKeySources(srcs []tkv1.TrustedKeySource) []string {
+	var out []string
+	for i, src := range srcs {
+		if len(src.JWKSURI) >= len("http://") && strings.EqualFold(src.JWKSURI[:len("http://")], "http://") {
+			out = append(out, fmt.Sprintf("trustedKeys[%d].jwksURI %s", i, src.JWKSURI))
+		}
+	}
+	return out
 }

@@ -99,6 +99,12 @@ func TestTokenPolicyBundleFollowsItsSigningKeyThroughRotations(t *testing.T) {
 	if c := condition(got.Status.Conditions, tkv1.ConditionReady); c.Status != metav1.ConditionTrue {
 		t.Errorf("Ready = %+v", c)
 	}
+	eventually(t, 20*time.Second, "KeySourcesSecure True for a SigningKey source", func() error {
+		if c := condition(getTP(t, ns, "orders-api").Status.Conditions, tkv1.ConditionKeySourcesSecure); c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("KeySourcesSecure = %+v", c)
+		}
+		return nil
+	})
 	if c := condition(got.Status.Conditions, tkv1.ConditionRetentionCoversTokens); c.Status != metav1.ConditionTrue {
 		t.Errorf("RetentionCoversTokens = %+v", c)
 	}
@@ -200,6 +206,14 @@ func TestTokenPolicyBundlesRemoteJWKSAndRevocations(t *testing.T) {
 		}
 		if len(rl.Spec.Subjects) != 1 || rl.Spec.Subjects[0].Subject != "mallory" {
 			return fmt.Errorf("revocations %+v", rl.Spec)
+		}
+		return nil
+	})
+	// A jwksURI over plain http is allowed but named as a risk.
+	eventually(t, 20*time.Second, "KeySourcesSecure False naming trustedKeys[0]", func() error {
+		c := condition(getTP(t, ns, "external").Status.Conditions, tkv1.ConditionKeySourcesSecure)
+		if c.Status != metav1.ConditionFalse || c.Reason != tkv1.ReasonInsecureJWKSURI || !strings.Contains(c.Message, "trustedKeys[0].jwksURI "+idp.URL) {
+			return fmt.Errorf("KeySourcesSecure = %+v", c)
 		}
 		return nil
 	})

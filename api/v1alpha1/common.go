@@ -50,6 +50,9 @@ const (
 	// ConditionRetentionCoversTokens is False when a referenced SigningKey drops retired
 	// keys before tokens this policy accepts expire, so valid tokens would be rejected.
 	ConditionRetentionCoversTokens = "RetentionCoversTokens"
+	// ConditionKeySourcesSecure is False when a jwksURI is fetched over plain http, where
+	// anyone on the network path could substitute keys and so forge tokens.
+	ConditionKeySourcesSecure = "KeySourcesSecure"
 
 	ReasonResolved            = "Resolved"
 	ReasonSigningKeyNotFound  = "SigningKeyNotFound"
@@ -61,6 +64,8 @@ const (
 	ReasonRetentionTooShort   = "RetentionTooShort"
 	ReasonRetentionSufficient = "RetentionSufficient"
 	ReasonNoLifetimeCap       = "NoLifetimeCap"
+	ReasonInsecureJWKSURI     = "InsecureJWKSURI"
+	ReasonSecureKeySources    = "SecureKeySources"
 
 	// LabelTokenPolicy marks the bundle ConfigMap rendered for a TokenPolicy.
 	LabelTokenPolicy = "tokenkeeper.dev/token-policy"

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
@@ -196,6 +197,10 @@ func (s *Sidecar) loadPolicy(data []byte, present bool, readErr error) ([]any, e
 		}
 		if err := checkJWKSURI(tk.JWKSURI); err != nil {
 			return nil, fmt.Errorf("spec.trustedKeys[%d].jwksURI: %w", i, err)
+		}
+		if strings.HasPrefix(strings.ToLower(tk.JWKSURI), "http://") {
+			s.log.Warn("Fetching a JWKS over plain http: anyone on the network path can substitute keys",
+				"field", fmt.Sprintf("spec.trustedKeys[%d].jwksURI", i), "uri", tk.JWKSURI)
 		}
 		if !slices.Contains(uris, tk.JWKSURI) {
 			uris = append(uris, tk.JWKSURI)

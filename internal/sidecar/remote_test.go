@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -102,6 +103,9 @@ func TestRemoteJWKSRefreshesOnAnUnknownKIDAtMostOncePerInterval(t *testing.T) {
 		t.Fatalf("%d fetches at start, want 1", n)
 	}
 	f.wantStatus(newToken(t, a), 200, "")
+	if !strings.Contains(f.logs.String(), "Fetching a JWKS over plain http") {
+		t.Error("a plain-http jwksURI was not warned about")
+	}
 
 	// The IdP rotates. Within the interval since the last fetch, a new kid does not fetch.
 	p.serve(t, a, b)
