@@ -395,7 +395,7 @@ func (r *TokenPolicyReconciler) policiesForJWKS(ctx context.Context, obj client.
 func insecureKeySources(srcs []tkv1.TrustedKeySource) []string {
 	var out []string
 	for i, src := range srcs {
-		if len(src.JWKSURI) >= len("http://") && strings.EqualFold(src.JWKSURI[:len("http://")], "http://") {
+		if jwks.PlainHTTP(src.JWKSURI) {
 			out = append(out, fmt.Sprintf("trustedKeys[%d].jwksURI %s", i, src.JWKSURI))
 		}
 	}

@@ -102,6 +102,13 @@ func AlgorithmSuits(pub any, alg string) error {
 	return fmt.Errorf("algorithm %q does not suit a %T", alg, pub)
 }
 
+// PlainHTTP reports whether uri is fetched over plain http, where anyone on the network
+// path can substitute keys.
+func PlainHTTP(uri string) bool {
+	const scheme = "http://"
+	return len(uri) >= len(scheme) && strings.EqualFold(uri[:len(scheme)], scheme)
+}
+
 // DefaultJWKSURI is where the manager serves an issuer's JWKS.
 func DefaultJWKSURI(issuer string) string { return issuer + "/.well-known/jwks.json" }
 

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
@@ -198,7 +197,7 @@ func (s *Sidecar) loadPolicy(data []byte, present bool, readErr error) ([]any, e
 		if err := checkJWKSURI(tk.JWKSURI); err != nil {
 			return nil, fmt.Errorf("spec.trustedKeys[%d].jwksURI: %w", i, err)
 		}
-		if strings.HasPrefix(strings.ToLower(tk.JWKSURI), "http://") {
+		if jwks.PlainHTTP(tk.JWKSURI) {
 			s.log.Warn("Fetching a JWKS over plain http: anyone on the network path can substitute keys",
 				"field", fmt.Sprintf("spec.trustedKeys[%d].jwksURI", i), "uri", tk.JWKSURI)
 		}
