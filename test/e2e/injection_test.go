@@ -160,6 +160,8 @@ spec: {selector: {app: orders}, ports: [{port: 80, targetPort: http}]}
 		url := portForward(ns, "orders")
 		By("an anonymous health path needs no token")
 		Expect(call(url+"/healthz", "", nil).status).To(Equal(http.StatusOK))
+		By("a path the app could resolve differently gets 400 before any rule applies")
+		Expect(call(url+"/healthz/..;/admin", "", nil).status).To(Equal(http.StatusBadRequest))
 		By("no token and a bad token get 401 with WWW-Authenticate")
 		a := call(url+"/api", "", nil)
 		Expect(a.status).To(Equal(http.StatusUnauthorized))
