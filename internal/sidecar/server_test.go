@@ -245,7 +245,10 @@ func TestASlowButSteadyBodyAndALongResponsePass(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	})
-	f := newFixture(t, withUpstream(upstream), withOptions(func(o *Options) { o.BodyIdleTimeout = 200 * time.Millisecond }))
+	f := newFixture(t, withUpstream(upstream), withOptions(func(o *Options) {
+		o.BodyIdleTimeout = 200 * time.Millisecond
+		o.BodyMinRate = 10 // bytes a second: 8 bytes in 400 ms keeps above it
+	}))
 	head := "POST /api/items HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer " + f.token() + "\r\nContent-Length: 8\r\n\r\n"
 	resp := rawRequest(t, f, head, []string{"ab", "cd", "ef", "gh"}, 100*time.Millisecond) // 400 ms in all
 	if resp.StatusCode != http.StatusOK {

@@ -32,6 +32,13 @@ type Sidecar struct {
 
 	upstreamErrLog sampledLog
 
+	prober   *prober
+	loopback *loopbackCheck // nil when off (--allow-app-non-loopback, or an upstream not on loopback)
+	// upstreamSlots bounds the requests in flight to the app.
+	upstreamSlots chan struct{}
+	tunnelsMu     sync.Mutex
+	tunnels       map[*tunnel]struct{}
+
 	// engine is what requests read: the current policy's Verifier. nil until a valid
 	// policy is loaded.
 	engine   atomic.Pointer[engine]
@@ -85,6 +92,10 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
+	s.prober = newProber(o.AppProbes)
+	s.upstreamSlots = make(chan struct{}, o.MaxUpstreamRequests)
+	s.tunnels = map[*tunnel]struct{}{}
+	s.loopback = s.newLoopbackCheck(up)
 	s.remotes.Store(&[]*remoteSource{})
 	s.tr = newUpstreamTransport(o)
 	s.rp = s.newReverseProxy()
@@ -101,8 +112,23 @@ func New(opts Options) (*Sidecar, error) {
 	return s, nil
 }
 
-// Ready reports whether the sidecar should receive traffic, and why not.
+// Ready reports whether the sidecar should receive traffic, and why not: Started, and the
+// app port listens on loopback only (as last checked).
 func (s *Sidecar) Ready() (bool, string) {
+	if ok, why := s.Started(); !ok {
+		return false, why
+	}
+	if s.loopback != nil {
+		if why := s.loopback.current(); why != "" {
+			return false, why
+		}
+	}
+	return true, "ok"
+}
+
+// Started reports whether a valid policy and a key are loaded (and the sidecar is not
+// draining), and why not. Unlike Ready it does not look at the app, which starts after it.
+func (s *Sidecar) Started() (bool, string) {
 	switch eng := s.engine.Load(); {
 	case s.draining.Load():
 		return false, "draining"
