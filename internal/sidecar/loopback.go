@@ -199,7 +199,7 @@ func (s *Sidecar) newLoopbackCheck(up *url.URL) *loopbackCheck {
 			s.log.Info("The app port listens on loopback only", "port", port)
 			return
 		}
-		s.log.Warn("Not ready: "+state, "port", port)
+		s.log.Warn("Not ready: the app port is reachable around the sidecar", "port", port, "reason", state)
 	}
 	c.check()
 	return c
