@@ -162,3 +162,19 @@ func TestTheLoopbackCheckRunsOnTheTicker(t *testing.T) {
 	t.Cleanup(func() { app.Close() })
 	eventually(t, "the ticker to see the exposed port", func() bool { ok, _ := f.sc.Ready(); return !ok })
 }
+
+// Where the proc files cannot be read the check fails closed, with the opt-out named.
+func TestTheLoopbackCheckFailsClosedWithoutProcFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := &loopbackCheck{port: 8080, files: []string{dir + "/tcp", dir + "/tcp6"}, now: time.Now}
+	if why := c.check(); !strings.Contains(why, "cannot tell whether app port 8080 listens beyond loopback") ||
+		!strings.Contains(why, "--allow-app-non-loopback") {
+		t.Fatalf("state %q", why)
+	}
+	if err := os.WriteFile(dir+"/tcp", []byte(procNetTCP), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if why := c.check(); !strings.Contains(why, "listens on 10.0.0.5:8080") {
+		t.Fatalf("with tcp only (no IPv6): state %q", why)
+	}
+}

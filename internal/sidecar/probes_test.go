@@ -267,3 +267,19 @@ func TestHealthStatusDecoding(t *testing.T) {
 		})
 	}
 }
+
+// An HTTPS probe is sent with TLS verification off, as the kubelet sends it: the app's
+// certificate names the pod, not 127.0.0.1.
+func TestHTTPSProbesSkipCertificateVerification(t *testing.T) {
+	app := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(app.Close)
+	f := newFixture(t, withOptions(func(o *Options) {
+		o.AppProbes = map[string]AppProbe{"/app-health/app/livez": {HTTPGet: &HTTPGetProbe{
+			Path: "/healthz", Port: port(t, strings.TrimPrefix(app.URL, "https://")), Scheme: "HTTPS"}}}
+	}))
+	if r := f.admin("/app-health/app/livez"); r.status != http.StatusNoContent {
+		t.Fatalf("status %d %q, want the app's 204", r.status, r.body)
+	}
+}
