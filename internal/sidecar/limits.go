@@ -120,20 +120,24 @@ func (s *Sidecar) connState(c net.Conn, st http.ConnState) {
 	}
 }
 
-// tunnel is an upgraded connection (a WebSocket) and the claims it was opened with.
+// tunnel is an upgraded connection (a WebSocket), with the token and the request it was
+// opened with, so that it can be checked again when revocations, keys or the policy change.
 type tunnel struct {
-	claims *verify.Claims
-	close  func()
+	claims       *verify.Claims
+	token        string
+	method, path string
+	close        func()
 }
 
 // openTunnel registers an upgrade request's connection and closes it at the token's exp;
 // the returned func undoes both when the request ends.
-func (s *Sidecar) openTunnel(r *http.Request, claims *verify.Claims) func() {
+func (s *Sidecar) openTunnel(r *http.Request, eng *engine, claims *verify.Claims) func() {
 	tc := connOf(r.Context())
 	if tc == nil || claims == nil {
 		return func() {}
 	}
-	t := &tunnel{claims: claims, close: func() { tc.Close() }}
+	tok, _ := eng.v.TokenFromRequest(r) // verified in handle
+	t := &tunnel{claims: claims, token: tok, method: r.Method, path: r.URL.Path, close: func() { tc.Close() }}
 	s.tunnelsMu.Lock()
 	s.tunnels[t] = struct{}{}
 	s.tunnelsMu.Unlock()
@@ -155,14 +159,17 @@ func (s *Sidecar) openTunnel(r *http.Request, claims *verify.Claims) func() {
 	}
 }
 
-// closeTunnels closes every open tunnel whose claims match, and returns how many. It is the
-// hook for revocations (a revoked token's or subject's tunnels are closed at once) once the
-// verifier exposes a revocation check on claims.
+// closeTunnels closes every open tunnel whose claims match, and returns how many: the hook
+// for closing tunnels from elsewhere (such as revocations pushed by distribution).
 func (s *Sidecar) closeTunnels(match func(*verify.Claims) bool) int {
+	return s.closeTunnelsWhere(func(t *tunnel) bool { return match(t.claims) })
+}
+
+func (s *Sidecar) closeTunnelsWhere(match func(*tunnel) bool) int {
 	s.tunnelsMu.Lock()
 	var hit []*tunnel
 	for t := range s.tunnels {
-		if match(t.claims) {
+		if match(t) {
 			hit = append(hit, t)
 		}
 	}
@@ -171,6 +178,29 @@ func (s *Sidecar) closeTunnels(match func(*verify.Claims) bool) int {
 		t.close()
 	}
 	return len(hit)
+}
+
+// recheckTunnels closes the tunnels whose token the current state no longer allows on their
+// route: revoked (token, subject or key), its key withdrawn, or the policy changed. It runs
+// after every change of revocations, keys or policy; a cached token verifies cheaply.
+func (s *Sidecar) recheckTunnels() {
+	s.tunnelsMu.Lock()
+	empty := len(s.tunnels) == 0
+	s.tunnelsMu.Unlock()
+	if empty {
+		return
+	}
+	eng := s.engine.Load()
+	now := s.now()
+	if n := s.closeTunnelsWhere(func(t *tunnel) bool {
+		if eng == nil {
+			return true
+		}
+		c, err := eng.v.Verify(t.token, now)
+		return err != nil || eng.v.Decide(t.method, t.path, c).Outcome != verify.Allow
+	}); n > 0 {
+		s.log.Info("Closed WebSocket tunnels whose token is no longer allowed", "tunnels", n)
+	}
 }
 
 // isUpgrade reports a request asking to switch protocols.

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
+	"github.com/tokenkeeper/tokenkeeper/internal/policy"
 	"github.com/tokenkeeper/tokenkeeper/internal/verify"
 )
 
@@ -244,4 +248,25 @@ func TestCloseTunnelsClosesTheMatchingTunnels(t *testing.T) {
 		t.Error("alice's tunnel stayed open")
 	}
 	bob.echo("bob is fine")
+}
+
+// A revocation, or the withdrawal of the token's key, closes its open tunnels at the next
+// poll; other tunnels stay.
+func TestRevocationsAndKeyWithdrawalCloseTunnels(t *testing.T) {
+	f := newFixture(t, withUpstream(wsUpstream()))
+	revoked := openWebSocket(t, f, f.token())
+	other := openWebSocket(t, f, f.token(withClaim("jti", "token-2")))
+	expires := metav1.NewTime(t0.Add(2 * time.Hour))
+	f.write(policy.BundleRevocations, marshalYAML(t, revocationList([]tkv1.RevokedToken{{JTI: "token-1", ExpiresAt: expires}}, nil)))
+	f.poll()
+	if !revoked.closedWithin(time.Second) {
+		t.Fatal("the revoked token's tunnel stayed open")
+	}
+	other.echo("not revoked")
+
+	f.write(policy.BundleJWKS, jwksDoc(t, testKey(t, "next")))
+	f.poll()
+	if !other.closedWithin(time.Second) {
+		t.Fatal("a tunnel stayed open after its key was withdrawn")
+	}
 }

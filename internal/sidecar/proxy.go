@@ -134,7 +134,7 @@ func (s *Sidecar) forward(w http.ResponseWriter, r *http.Request, rs *requestSta
 			start: time.Now(), rs: rs}
 	}
 	if isUpgrade(r) {
-		defer s.openTunnel(r, rs.claims)() // closed at the token's exp
+		defer s.openTunnel(r, rs.eng, rs.claims)() // closed at the token's exp, or when revoked
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, rs)))
 	return rs.outcome

@@ -188,6 +188,7 @@ func (s *Sidecar) setPolicy(cfg verify.Config, uris []string) error {
 	for _, src := range added {
 		go src.refresh(s.ctx, triggerScheduled, 0) // first fetch now, not at the next poll
 	}
+	go s.recheckTunnels()
 	return nil
 }
 
@@ -218,6 +219,7 @@ func (s *Sidecar) applyKeysLocked() int {
 		eng.v.SetKeySet(ks)
 	}
 	s.metrics.keys.Set(float64(ks.Len()))
+	go s.recheckTunnels() // a withdrawn key closes its tunnels
 	return ks.Len()
 }
 
@@ -263,4 +265,5 @@ func (s *Sidecar) setRevocations(r *verify.Revocations) {
 		eng.v.SetRevocations(r)
 	}
 	s.metrics.revocations.Set(float64(r.Len()))
+	go s.recheckTunnels()
 }
