@@ -35,8 +35,9 @@
 //     verified. Every other request needs a valid token (401 otherwise) that satisfies the
 //     route's rule (403 otherwise).
 //   - Only WebSocket upgrades are passed: after a 101 the app talks to the client directly,
-//     until the token's exp, when the sidecar closes the tunnel (closeTunnels is the hook
-//     for closing the tunnels of a revoked token).
+//     until the token's exp, when the sidecar closes the tunnel. A change of revocations,
+//     keys or policy re-verifies each open tunnel's token and closes those no longer
+//     allowed (closeTunnels is the hook for closing tunnels from elsewhere).
 //   - A request body that sends nothing for BodyIdleTimeout gets 408, and so does one that
 //     averages less than BodyMinRate (1 KiB/s) once it has taken BodyIdleTimeout: a body
 //     dripped a byte just before each idle timeout cannot hold an app worker.
