@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/verify"
@@ -50,8 +51,8 @@ type trackedConn struct {
 	release   func()
 	closeOnce sync.Once
 
+	earned    atomic.Bool // some request on it was allowed, anonymous or forbidden
 	mu        sync.Mutex
-	earned    bool        // some request on it was allowed, anonymous or forbidden
 	idleTimer *time.Timer // closes it while idle, for a connection that earned nothing
 }
 
@@ -72,9 +73,9 @@ func (c *trackedConn) Close() error {
 func (c *trackedConn) record(o outcome) {
 	switch o {
 	case outcomeAllowed, outcomeAnonymous, outcomeForbidden:
-		c.mu.Lock()
-		c.earned = true
-		c.mu.Unlock()
+		if !c.earned.Load() {
+			c.earned.Store(true)
+		}
 	}
 }
 
@@ -106,7 +107,7 @@ func (s *Sidecar) connState(c net.Conn, st http.ConnState) {
 	defer tc.mu.Unlock()
 	switch st {
 	case http.StateIdle:
-		if !tc.earned {
+		if !tc.earned.Load() {
 			if tc.idleTimer == nil {
 				tc.idleTimer = time.AfterFunc(s.opts.UnauthenticatedIdleTimeout, func() { tc.Close() })
 			} else {

@@ -120,14 +120,13 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 
 // forward sends an allowed request to the app, within the cap on requests in flight.
 func (s *Sidecar) forward(w http.ResponseWriter, r *http.Request, rs *requestState) outcome {
-	select {
-	case s.upstreamSlots <- struct{}{}:
-		defer func() { <-s.upstreamSlots }()
-	default:
+	if s.inflight.Add(1) > int64(s.opts.MaxUpstreamRequests) {
+		s.inflight.Add(-1)
 		w.Header()["Retry-After"] = retryAfter
 		refuse(w, http.StatusServiceUnavailable, nil)
 		return outcomeOverloaded
 	}
+	defer s.inflight.Add(-1)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &idleBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes),
 			rc: http.NewResponseController(w), idle: s.opts.BodyIdleTimeout, minRate: s.opts.BodyMinRate,

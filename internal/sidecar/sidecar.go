@@ -34,10 +34,10 @@ type Sidecar struct {
 
 	prober   *prober
 	loopback *loopbackCheck // nil when off (--allow-app-non-loopback, or an upstream not on loopback)
-	// upstreamSlots bounds the requests in flight to the app.
-	upstreamSlots chan struct{}
-	tunnelsMu     sync.Mutex
-	tunnels       map[*tunnel]struct{}
+	// inflight counts the requests in flight to the app, up to MaxUpstreamRequests.
+	inflight  atomic.Int64
+	tunnelsMu sync.Mutex
+	tunnels   map[*tunnel]struct{}
 
 	// engine is what requests read: the current policy's Verifier. nil until a valid
 	// policy is loaded.
@@ -93,7 +93,6 @@ func New(opts Options) (*Sidecar, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	s.prober = newProber(o.AppProbes)
-	s.upstreamSlots = make(chan struct{}, o.MaxUpstreamRequests)
 	s.tunnels = map[*tunnel]struct{}{}
 	s.loopback = s.newLoopbackCheck(up)
 	s.remotes.Store(&[]*remoteSource{})
