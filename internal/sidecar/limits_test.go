@@ -116,6 +116,14 @@ func TestConnectionsThatOnlyGot401sIdleOutSooner(t *testing.T) {
 	if good.closedWithin(500 * time.Millisecond) {
 		t.Error("a connection that once got a 200 was closed at the short idle timeout")
 	}
+
+	admin := dial(t, f.adminURL)
+	if r := admin.get("/healthz", "", time.Second); r == nil || r.StatusCode != 200 {
+		t.Fatalf("admin: want a 200, got %v", r)
+	}
+	if !admin.closedWithin(time.Second) {
+		t.Error("an idle admin connection was still open after the short idle timeout")
+	}
 }
 
 // A body dripped a byte just before each idle timeout never trips it; the minimum rate cuts it.

@@ -43,9 +43,10 @@ const (
 	// DefaultMaxConns bounds the proxy's client connections: an idle one costs some 25 KiB
 	// (measured: 3000 after a 401 took the RSS from 19 to 95 MB; 2048 after a 200, with the
 	// idle connections to the app they left, from 15 to 86 MB), inside a 128Mi limit.
-	// DefaultAdminMaxConns bounds the admin port's (probes and scrapes).
+	// DefaultAdminMaxConns bounds the admin port's (probes and scrapes): enough that a
+	// client holding connections open cannot easily starve the kubelet's probes.
 	DefaultMaxConns      = 2048
-	DefaultAdminMaxConns = 64
+	DefaultAdminMaxConns = 256
 	// DefaultUnauthenticatedIdleTimeout is the idle timeout of a connection that never got
 	// an answer a token or an anonymous route earned (only 401s and the like).
 	DefaultUnauthenticatedIdleTimeout = 5 * time.Second
@@ -107,7 +108,8 @@ type Options struct {
 	MaxConns, AdminMaxConns int
 	// UnauthenticatedIdleTimeout replaces IdleTimeout for a connection whose requests were
 	// all refused before a token verified (401, 400, 503), so that idle connections cost an
-	// attacker without a token more than they cost the sidecar.
+	// attacker without a token more than they cost the sidecar. It is also the admin
+	// port's idle timeout.
 	UnauthenticatedIdleTimeout time.Duration
 	// MaxUpstreamRequests bounds the requests in flight to the app (open WebSocket tunnels
 	// included); past it: 503 with Retry-After.

@@ -95,9 +95,11 @@ func (s *Sidecar) Serve(ctx context.Context, proxyLn, adminLn net.Listener) erro
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       s.opts.IdleTimeout,
-		Protocols:         &http1,
-		ErrorLog:          errLog,
+		// Probes do not reuse connections and scrapes come every 15s or more: holding
+		// admin connections idle only serves someone filling AdminMaxConns.
+		IdleTimeout: s.opts.UnauthenticatedIdleTimeout,
+		Protocols:   &http1,
+		ErrorLog:    errLog,
 	}
 	errc := make(chan error, 2)
 	serve := func(srv *http.Server, ln net.Listener, what string) {
