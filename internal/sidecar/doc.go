@@ -45,7 +45,8 @@
 //     port; past them new connections wait in the kernel's backlog), MaxUpstreamRequests
 //     in flight to the app (past it 503 with Retry-After; refusals take no slot), and a
 //     connection whose requests were all refused before a token verified (401, 400, 503)
-//     idles out after UnauthenticatedIdleTimeout (5s) instead of IdleTimeout.
+//     idles out after UnauthenticatedIdleTimeout (5s) instead of IdleTimeout, as every
+//     admin connection does.
 //   - The app's probes, moved by the webhook to the admin port (TOKENKEEPER_APP_PROBES),
 //     are forwarded to it on 127.0.0.1 at /app-health/<container>/<livez|readyz|startupz>:
 //     httpGet (the app's status code, no redirects followed, TLS unverified as the kubelet
