@@ -125,6 +125,11 @@ func TestOptionsAreChecked(t *testing.T) {
 		{"refresh bounds the wrong way round", func(o *Options) {
 			o.JWKSRefreshMin, o.JWKSRefreshMax = time.Hour, time.Minute
 		}, "below the minimum"},
+		{"a negative connection cap", func(o *Options) { o.MaxConns = -1 }, "caps must not be negative"},
+		{"a negative unauthenticated idle timeout", func(o *Options) { o.UnauthenticatedIdleTimeout = -time.Second }, "unauthenticated idle timeout"},
+		{"an app probe without a port", func(o *Options) {
+			o.AppProbes = map[string]AppProbe{"/app-health/app/livez": {TCPSocket: &TCPSocketProbe{}}}
+		}, "app probes: /app-health/app/livez: tcpSocket.port 0 is not a port number"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
