@@ -101,7 +101,7 @@ func (c *loopbackCheck) check() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	if !c.checked.IsZero() && now.Sub(c.checked) < c.minInterval && now.After(c.checked) {
+	if since := now.Sub(c.checked); !c.checked.IsZero() && since >= 0 && since < c.minInterval {
 		return c.state
 	}
 	c.checked = now
@@ -114,9 +114,6 @@ func (c *loopbackCheck) check() string {
 		addrs := make([]string, len(exposed))
 		for i, a := range exposed {
 			addrs[i] = net.JoinHostPort(a.Addr().Unmap().String(), strconv.Itoa(int(a.Port())))
-			if a.Addr().Unmap().IsUnspecified() && a.Addr().Is6() && !a.Addr().Is4In6() {
-				addrs[i] = "[::]:" + strconv.Itoa(int(a.Port()))
-			}
 		}
 		state = fmt.Sprintf("app port %d listens on %s, reachable without a token: bind it to 127.0.0.1, or set tokenkeeper.dev/allow-app-non-loopback (sidecar flag --allow-app-non-loopback)",
 			c.port, strings.Join(addrs, ", "))
