@@ -8,6 +8,15 @@
 //	sidecar --listen=:8443 --upstream=http://127.0.0.1:8080 --policy-file=policy.yaml --jwks-file=jwks.json [--revocations-file=revocations.yaml]
 //
 // SIGTERM or SIGINT drains and stops it; a second signal stops it at once.
+//
+// The webhook passes the app's original probes in TOKENKEEPER_APP_PROBES (JSON; see
+// sidecar.ParseAppProbes); the sidecar refuses to start when it is invalid.
+//
+// As the sidecar's exec readiness probe, so that the kubelet's Event says why:
+//
+//	sidecar probe --admin=127.0.0.1:15021 /readyz
+//
+// GETs the admin URL and exits 0 on 200; otherwise it prints the answer and exits 1.
 package main
 
 import (
@@ -17,9 +26,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/sidecar"
 )
@@ -27,6 +39,9 @@ import (
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "probe" {
+		return probe(args[1:], stderr)
+	}
 	opts, logger, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -70,6 +85,13 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	fs.DurationVar(&o.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "Time allowed to read a request's headers.")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", sidecar.DefaultIdleTimeout, "How long an idle client keep-alive connection is kept.")
 	fs.DurationVar(&o.BodyIdleTimeout, "body-idle-timeout", sidecar.DefaultBodyIdleTimeout, "How long to wait for more of a request body before answering 408; a body that keeps coming is never cut.")
+	fs.Int64Var(&o.BodyMinRate, "body-min-rate", sidecar.DefaultBodyMinRate, "Bytes per second a request body must average once it has taken --body-idle-timeout; beyond: 408 (negative: no minimum).")
+	fs.IntVar(&o.MaxConns, "max-conns", sidecar.DefaultMaxConns, "Open client connections of the proxy; past it new connections wait for one to close.")
+	fs.IntVar(&o.AdminMaxConns, "admin-max-conns", sidecar.DefaultAdminMaxConns, "Open connections of the admin listener; past it new connections wait.")
+	fs.DurationVar(&o.UnauthenticatedIdleTimeout, "unauthenticated-idle-timeout", sidecar.DefaultUnauthenticatedIdleTimeout, "Idle timeout of a client connection whose requests were all refused before a token verified (401s).")
+	fs.IntVar(&o.MaxUpstreamRequests, "max-upstream-requests", sidecar.DefaultMaxUpstreamRequests, "Requests in flight to the app (WebSocket tunnels included); past it: 503 with Retry-After.")
+	fs.BoolVar(&o.TrustForwardedHeaders, "trust-forwarded-headers", false, "Keep the client's X-Forwarded-Host/Proto and Forwarded and append to its X-Forwarded-For (for a trusted ingress in front); by default they are replaced with this hop's values.")
+	fs.BoolVar(&o.AllowAppNonLoopback, "allow-app-non-loopback", false, "Become ready even while the app port listens beyond loopback, where other pods reach the app without a token: then only a NetworkPolicy protects it.")
 	fs.DurationVar(&o.UpstreamTimeout, "upstream-timeout", sidecar.DefaultUpstreamTimeout, "Time the app has to send its response headers; beyond: 504.")
 	fs.IntVar(&o.UpstreamIdleConns, "upstream-idle-conns", sidecar.DefaultUpstreamIdleConns, "Idle keep-alive connections kept to the app.")
 	fs.DurationVar(&o.UpstreamIdleTimeout, "upstream-idle-timeout", sidecar.DefaultUpstreamIdleTimeout, "How long an idle connection to the app is kept; keep it below the app's own keep-alive timeout.")
@@ -100,6 +122,11 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	case o.PolicyFile == "":
 		return o, nil, errors.New("set --bundle-dir, or --policy-file (with --jwks-file and optionally --revocations-file)")
 	}
+	probes, err := sidecar.ParseAppProbes(os.Getenv(sidecar.AppProbesEnv))
+	if err != nil {
+		return o, nil, err
+	}
+	o.AppProbes = probes
 	if *cacheSize == 0 {
 		o.CacheSize = -1
 	} else {
@@ -122,4 +149,41 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	}
 	o.Logger = logger
 	return o, logger, nil
+}
+
+// probe is "sidecar probe --admin=HOST:PORT PATH": exit 0 when the admin endpoint answers
+// 200, else print why and exit 1 (the kubelet puts the output in the probe's Event).
+func probe(args []string, out io.Writer) int {
+	fs := flag.NewFlagSet("sidecar probe", flag.ContinueOnError)
+	fs.SetOutput(out)
+	admin := fs.String("admin", "127.0.0.1"+sidecar.DefaultAdminListen, "Address of the sidecar's admin endpoints.")
+	timeout := fs.Duration("timeout", time.Second, "Time allowed for the answer.")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 || !strings.HasPrefix(fs.Arg(0), "/") {
+		fmt.Fprintln(out, "sidecar probe: want one path, such as /readyz")
+		return 2
+	}
+	c := &http.Client{
+		Timeout:       *timeout,
+		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := c.Get("http://" + *admin + fs.Arg(0))
+	if err != nil {
+		fmt.Fprintln(out, "sidecar probe:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode == http.StatusOK {
+		return 0
+	}
+	msg := strings.TrimSpace(string(body))
+	if msg == "" {
+		msg = resp.Status
+	}
+	fmt.Fprintln(out, msg)
+	return 1
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +103,89 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 	if code := run([]string{"--bogus"}, io.Discard); code != 2 {
 		t.Errorf("exit code %d for a bad flag, want 2", code)
+	}
+}
+
+func TestProbeCommand(t *testing.T) {
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/readyz":
+			_, _ = io.WriteString(w, "ok\n")
+		case "/unready":
+			http.Error(w, "app port 8080 listens on 0.0.0.0:8080, reachable without a token", http.StatusServiceUnavailable)
+		case "/slow":
+			time.Sleep(2 * time.Second)
+		}
+	}))
+	t.Cleanup(admin.Close)
+	addr := strings.TrimPrefix(admin.URL, "http://")
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedAddr := strings.TrimPrefix(closed.URL, "http://")
+	closed.Close()
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		output string
+	}{
+		{name: "a 200 exits 0 quietly", args: []string{"probe", "--admin=" + addr, "/readyz"}, code: 0},
+		{name: "a 503 exits 1 and prints why, for the kubelet's Event", args: []string{"probe", "--admin=" + addr, "/unready"},
+			code: 1, output: "app port 8080 listens on 0.0.0.0:8080, reachable without a token\n"},
+		{name: "an admin port that does not answer exits 1", args: []string{"probe", "--admin=" + closedAddr, "/readyz"},
+			code: 1, output: "connection refused"},
+		{name: "an answer slower than the timeout exits 1", args: []string{"probe", "--admin=" + addr, "--timeout=200ms", "/slow"},
+			code: 1, output: "Timeout"},
+		{name: "no path is a usage error", args: []string{"probe", "--admin=" + addr}, code: 2, output: "want one path"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			start := time.Now()
+			if code := run(tc.args, &out); code != tc.code {
+				t.Fatalf("exit code %d (%q), want %d", code, out.String(), tc.code)
+			}
+			if d := time.Since(start); d > 1500*time.Millisecond {
+				t.Errorf("took %v", d)
+			}
+			if tc.output == "" && out.Len() > 0 || !strings.Contains(out.String(), tc.output) {
+				t.Errorf("output %q, want %q", out.String(), tc.output)
+			}
+		})
+	}
+}
+
+func TestAppProbesComeFromTheEnvironment(t *testing.T) {
+	args := []string{"--upstream=http://127.0.0.1:8080", "--bundle-dir=/b"}
+	t.Setenv(sidecar.AppProbesEnv, `{"/app-health/app/livez":{"tcpSocket":{"port":8080},"timeoutSeconds":2}}`)
+	o, _, err := parseFlags(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := o.AppProbes["/app-health/app/livez"]; p.TCPSocket == nil || p.TCPSocket.Port != 8080 || p.TimeoutSeconds != 2 {
+		t.Fatalf("probes %+v", o.AppProbes)
+	}
+
+	t.Setenv(sidecar.AppProbesEnv, `{"/app-health/app/livez":`)
+	var stderr strings.Builder
+	if code := run(args, &stderr); code != 2 || !strings.Contains(stderr.String(), "TOKENKEEPER_APP_PROBES is not a JSON object") {
+		t.Fatalf("invalid probes: exit %d %q, want 2 and a clear error", code, stderr.String())
+	}
+}
+
+func TestHardeningFlags(t *testing.T) {
+	o, _, err := parseFlags([]string{"--upstream=http://127.0.0.1:8080", "--bundle-dir=/b", "--allow-app-non-loopback",
+		"--trust-forwarded-headers", "--max-conns=10", "--admin-max-conns=3", "--max-upstream-requests=7",
+		"--unauthenticated-idle-timeout=2s", "--body-min-rate=500"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.AllowAppNonLoopback || !o.TrustForwardedHeaders || o.MaxConns != 10 || o.AdminMaxConns != 3 ||
+		o.MaxUpstreamRequests != 7 || o.UnauthenticatedIdleTimeout != 2*time.Second || o.BodyMinRate != 500 {
+		t.Fatalf("options %+v", o)
+	}
+	o, _, _ = parseFlags([]string{"--upstream=http://127.0.0.1:8080", "--bundle-dir=/b"}, io.Discard)
+	if o.AllowAppNonLoopback || o.TrustForwardedHeaders || o.MaxConns != sidecar.DefaultMaxConns ||
+		o.AdminMaxConns != sidecar.DefaultAdminMaxConns || o.MaxUpstreamRequests != sidecar.DefaultMaxUpstreamRequests {
+		t.Fatalf("defaults %+v", o)
 	}
 }

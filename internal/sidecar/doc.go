@@ -34,15 +34,42 @@
 //     access_token query parameter) is removed, so the app never reads a token nobody
 //     verified. Every other request needs a valid token (401 otherwise) that satisfies the
 //     route's rule (403 otherwise).
-//   - Only WebSocket upgrades are passed: after a 101 the app talks to the client directly.
-//   - A request body that sends nothing for BodyIdleTimeout gets 408; a body that keeps
-//     coming is never cut.
+//   - Only WebSocket upgrades are passed: after a 101 the app talks to the client directly,
+//     until the token's exp, when the sidecar closes the tunnel. A change of revocations,
+//     keys or policy re-verifies each open tunnel's token and closes those no longer
+//     allowed (closeTunnels is the hook for closing tunnels from elsewhere).
+//   - A request body that sends nothing for BodyIdleTimeout gets 408, and so does one that
+//     averages less than BodyMinRate (1 KiB/s) once it has taken BodyIdleTimeout: a body
+//     dripped a byte just before each idle timeout cannot hold an app worker.
+//   - Caps against one client: MaxConns client connections (AdminMaxConns on the admin
+//     port; past them new connections wait in the kernel's backlog), MaxUpstreamRequests
+//     in flight to the app (past it 503 with Retry-After; refusals take no slot), and a
+//     connection whose requests were all refused before a token verified (401, 400, 503)
+//     idles out after UnauthenticatedIdleTimeout (5s) instead of IdleTimeout, as every
+//     admin connection does.
+//   - The app's probes, moved by the webhook to the admin port (TOKENKEEPER_APP_PROBES),
+//     are forwarded to it on 127.0.0.1 at /app-health/<container>/<livez|readyz|startupz>:
+//     httpGet (the app's status code, no redirects followed, TLS unverified as the kubelet
+//     does), tcpSocket, and grpc (grpc.health.v1.Health/Check over h2c, encoded by hand),
+//     so the app can bind loopback and still be probed.
+//   - /readyz fails while the app port (the upstream's) listens on a non-loopback address,
+//     read from /proc/net/tcp and tcp6 (no privileges: the pod shares one network
+//     namespace), because any pod could then reach the app without a token; the body names
+//     the port and the fix, a warning is logged once per change and
+//     tokenkeeper_sidecar_app_port_exposed{port} is 1. It is re-checked at each /readyz (at
+//     most twice a second) and every PollInterval. Where the files cannot be read it fails
+//     closed. AllowAppNonLoopback turns it off (then only a NetworkPolicy protects the
+//     app); an upstream not on loopback is not checked. /startupz is /readyz without this
+//     check, for the startup probe: the app only starts after it passes.
 //   - Incoming copies of the forwarded-claim headers are always removed (also spellings
 //     with underscores, which some frameworks treat as the same header), after hop-by-hop
 //     removal, so that a "Connection" header cannot strip the headers the sidecar sets.
-//   - The app sees the Host the client asked for. X-Forwarded-For gains the peer's address;
-//     X-Forwarded-Host, X-Forwarded-Proto and Forwarded pass as an ingress in front set them
-//     (set by the sidecar when absent).
+//   - The app sees the Host the client asked for. The forwarding headers are this hop's
+//     truth by default: the client's X-Forwarded-For, -Host, -Proto and Forwarded (and
+//     their underscore spellings) are removed and X-Forwarded-For is set to the peer,
+//     X-Forwarded-Host to the Host, X-Forwarded-Proto to http, so a client cannot claim
+//     another address or scheme to the app. TrustForwardedHeaders (behind an ingress that
+//     sets them) keeps the client's values and appends the peer to X-Forwarded-For.
 //   - Idle connections to the app are closed after UpstreamIdleTimeout (4s), before common
 //     app servers close theirs, so a request is not sent on a connection the app is closing.
 //   - Tokens are never logged; per-request rejections are logged at debug level with their

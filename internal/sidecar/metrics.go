@@ -23,12 +23,13 @@ const (
 	outcomeUnavailable                    // 503: no policy or no keys loaded yet
 	outcomeBadRequest                     // 413, 405: refused before reaching the app
 	outcomeClientClosed                   // the client went away before the app answered
+	outcomeOverloaded                     // 503: MaxUpstreamRequests were in flight to the app
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{
 	"allowed", "anonymous", "unauthenticated", "forbidden", "upstream_error", "unavailable",
-	"bad_request", "client_closed",
+	"bad_request", "client_closed", "overloaded",
 }
 
 func (o outcome) String() string { return outcomeNames[o] }
@@ -80,7 +81,9 @@ type metrics struct {
 	rateLimited prometheus.Counter // fetches{trigger=unknown_kid,result=rate_limited}
 	lastFetchOK *prometheus.GaugeVec
 	keys        prometheus.Gauge
-	revocations prometheus.Gauge
+	// appPortExposed is 1 while the app port listens beyond loopback.
+	appPortExposed *prometheus.GaugeVec
+	revocations    prometheus.Gauge
 }
 
 // newMetrics registers the sidecar's metrics in a registry of its own (with the Go and
@@ -91,7 +94,7 @@ func newMetrics(s *Sidecar) *metrics {
 
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricPrefix + "requests_total",
-		Help: "Requests by outcome: allowed, anonymous, unauthenticated, forbidden, upstream_error, unavailable, bad_request, client_closed.",
+		Help: "Requests by outcome: allowed, anonymous, unauthenticated, forbidden, upstream_error, unavailable, bad_request, client_closed, overloaded.",
 	}, []string{"outcome"})
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    metricPrefix + "request_duration_seconds",
@@ -142,6 +145,11 @@ func newMetrics(s *Sidecar) *metrics {
 		Help: "Revocation entries (tokens, subjects, keys) in force.",
 	})
 
+	m.appPortExposed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: metricPrefix + "app_port_exposed",
+		Help: "1 while the app port listens on a non-loopback address, where other pods reach the app without a token (the sidecar is then not ready).",
+	}, []string{"port"})
+
 	cacheHits := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: metricPrefix + "verify_cache_hits_total",
 		Help: "Tokens answered from the verified-token cache.",
@@ -156,7 +164,7 @@ func newMetrics(s *Sidecar) *metrics {
 	}, func() float64 { _, _, n := s.cacheStats(); return float64(n) })
 	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: metricPrefix + "ready",
-		Help: "1 when a valid policy and at least one key are loaded and the sidecar is not draining.",
+		Help: "1 when a valid policy and at least one key are loaded, the app port listens on loopback only (unless allowed otherwise) and the sidecar is not draining.",
 	}, func() float64 {
 		if ok, _ := s.Ready(); ok {
 			return 1
@@ -165,7 +173,7 @@ func newMetrics(s *Sidecar) *metrics {
 	})
 
 	reg.MustRegister(requests, durations, m.rejectVec, m.reloads, m.fetches, m.lastFetchOK,
-		m.keys, m.revocations, cacheHits, cacheMisses, cacheEntries, ready,
+		m.keys, m.revocations, m.appPortExposed, cacheHits, cacheMisses, cacheEntries, ready,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

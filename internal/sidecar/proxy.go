@@ -47,6 +47,9 @@ func (s *Sidecar) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	o := s.handle(w, r)
 	s.metrics.request(o, time.Since(start))
+	if tc := connOf(r.Context()); tc != nil {
+		tc.record(o)
+	}
 }
 
 // handle decides a request and, when it may pass, proxies it. It returns the outcome.
@@ -112,9 +115,25 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 		refuse(w, http.StatusRequestEntityTooLarge, nil)
 		return outcomeBadRequest
 	}
+	return s.forward(w, r, rs)
+}
+
+// forward sends an allowed request to the app, within the cap on requests in flight.
+func (s *Sidecar) forward(w http.ResponseWriter, r *http.Request, rs *requestState) outcome {
+	if s.inflight.Add(1) > int64(s.opts.MaxUpstreamRequests) {
+		s.inflight.Add(-1)
+		w.Header()["Retry-After"] = retryAfter
+		refuse(w, http.StatusServiceUnavailable, nil)
+		return outcomeOverloaded
+	}
+	defer s.inflight.Add(-1)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &idleBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes),
-			rc: http.NewResponseController(w), idle: s.opts.BodyIdleTimeout, rs: rs}
+			rc: http.NewResponseController(w), idle: s.opts.BodyIdleTimeout, minRate: s.opts.BodyMinRate,
+			start: time.Now(), rs: rs}
+	}
+	if isUpgrade(r) {
+		defer s.openTunnel(r, rs.eng, rs.claims)() // closed at the token's exp, or when revoked
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, rs)))
 	return rs.outcome
@@ -184,15 +203,28 @@ func (s *Sidecar) newReverseProxy() *httputil.ReverseProxy {
 func (s *Sidecar) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(s.upstream)
 	pr.Out.Host = pr.In.Host // the app sees the host the client asked for
-	// Transparent for forwarding headers, as a sidecar should be: the peer is appended to
-	// X-Forwarded-For, and what an ingress in front said about host and scheme is kept
-	// (set from this hop when absent). The sidecar vouches for none of them.
+	// By default the forwarding headers are this hop's truth: X-Forwarded-For is the peer,
+	// X-Forwarded-Host the Host, X-Forwarded-Proto http; the client's copies (ReverseProxy
+	// drops X-Forwarded-* before Rewrite) and its Forwarded are removed, so a client cannot
+	// claim another address or scheme to the app. Behind a trusted ingress, its values are
+	// kept and the peer is appended to X-Forwarded-For.
 	in, out := pr.In.Header, pr.Out.Header
-	out["X-Forwarded-For"] = in["X-Forwarded-For"]
+	if s.opts.TrustForwardedHeaders {
+		out["X-Forwarded-For"] = in["X-Forwarded-For"]
+	}
 	pr.SetXForwarded()
-	for _, name := range forwardingHeaders {
-		if v, ok := in[name]; ok {
-			out[name] = v
+	if s.opts.TrustForwardedHeaders {
+		for _, name := range forwardingHeaders {
+			if v, ok := in[name]; ok {
+				out[name] = v
+			}
+		}
+	} else {
+		delete(out, "Forwarded")
+		for name := range out { // underscore spellings, which WSGI and Rack read as the same
+			if strings.IndexByte(name, '_') >= 0 && isForwardingHeader(name) {
+				delete(out, name)
+			}
 		}
 	}
 
@@ -227,6 +259,12 @@ func (s *Sidecar) rewrite(pr *httputil.ProxyRequest) {
 }
 
 var forwardingHeaders = []string{"X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+
+// isForwardingHeader matches X-Forwarded-* and Forwarded in any spelling with "_" for "-".
+func isForwardingHeader(name string) bool {
+	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	return n == "forwarded" || strings.HasPrefix(n, "x-forwarded-")
+}
 
 // stripClaimHeaders deletes every copy of the forwarded-claim headers from h, including
 // spellings with underscores, which some frameworks (CGI, WSGI, Rack, PHP) read as the same
@@ -319,20 +357,35 @@ func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 // errBodyIdle is the error of a request body that stopped arriving.
-var errBodyIdle = errors.New("the client sent nothing of the request body for too long")
+var errBodyIdle = errors.New("the client sent the request body too slowly")
 
 // idleBody moves the connection's read deadline forward before each read of the body: a
 // body may take as long as it needs, but each wait for more of it is bounded.
+//
+// Once the body has taken idle in all, it must also average minRate bytes a second: the
+// deadline for its next byte is when the average would fall below that, so a body
+// dripped a byte just before each idle timeout is cut too.
 type idleBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
-	rs   *requestState // told when the body stopped arriving
+	rc      *http.ResponseController
+	idle    time.Duration
+	minRate int64 // bytes per second; negative: no minimum
+	start   time.Time
+	n       int64         // bytes read so far
+	rs      *requestState // told when the body stopped arriving
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle)) // not every ResponseWriter supports it
+	deadline := time.Now().Add(b.idle)
+	if b.minRate > 0 {
+		due := b.start.Add(max(b.idle, time.Duration(float64(b.n+1)/float64(b.minRate)*float64(time.Second))))
+		if due.Before(deadline) {
+			deadline = due
+		}
+	}
+	_ = b.rc.SetReadDeadline(deadline) // not every ResponseWriter supports it
 	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
 	var netErr net.Error
 	switch {
 	case errors.As(err, &netErr) && netErr.Timeout():

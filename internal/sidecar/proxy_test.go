@@ -65,25 +65,24 @@ func TestProxyDecidesEveryRequest(t *testing.T) {
 			},
 		},
 		{
-			name: "the app sees the host the client asked for and who forwarded the request",
-			path: "/api/items", opts: []reqOpt{bearer(valid), header("X-Forwarded-For", "203.0.113.9")},
+			name: "the app sees the host the client asked for, and forwarding headers this hop vouches for instead of the client's",
+			path: "/api/items", opts: []reqOpt{bearer(valid), header("X-Forwarded-For", "203.0.113.9"),
+				header("X-Forwarded-Proto", "https"), header("X-Forwarded-Host", "orders.example.com"),
+				header("Forwarded", "for=203.0.113.9;proto=https"), header("X_Forwarded_For", "203.0.113.9")},
 			status: 200,
 			seen: func(t *testing.T, e *echo) {
 				if !strings.HasPrefix(e.Host, "127.0.0.1:") || e.Host == strings.TrimPrefix(f.upstream.URL, "http://") {
 					t.Errorf("upstream saw Host %q, want the sidecar's address", e.Host)
 				}
-				wantHeader(t, e, "X-Forwarded-For", "203.0.113.9, 127.0.0.1")
-			},
-		},
-		{
-			name: "what an ingress said about the original host and scheme reaches the app",
-			path: "/api/items", opts: []reqOpt{bearer(valid), header("X-Forwarded-Proto", "https"),
-				header("X-Forwarded-Host", "orders.example.com")},
-			status: 200,
-			seen: func(t *testing.T, e *echo) {
-				wantHeader(t, e, "X-Forwarded-Proto", "https")
-				wantHeader(t, e, "X-Forwarded-Host", "orders.example.com")
 				wantHeader(t, e, "X-Forwarded-For", "127.0.0.1")
+				wantHeader(t, e, "X-Forwarded-Proto", "http")
+				wantHeader(t, e, "X-Forwarded-Host", e.Host)
+				wantNoHeader(t, e, "Forwarded")
+				for name := range e.Header {
+					if strings.Contains(strings.ToLower(name), "forwarded_") {
+						t.Errorf("upstream saw the client's %s", name)
+					}
+				}
 			},
 		},
 		{
@@ -416,4 +415,24 @@ func TestUpstreamFailures(t *testing.T) {
 		}
 		eventually(t, "an upstream error counted", func() bool { return f.requests(outcomeUpstreamError) == 1 })
 	})
+}
+
+// Behind a trusted ingress (--trust-forwarded-headers), what it said about the client and
+// the original host and scheme reaches the app; the peer is appended to X-Forwarded-For.
+func TestTrustedForwardedHeadersReachTheApp(t *testing.T) {
+	f := newFixture(t, withOptions(func(o *Options) { o.TrustForwardedHeaders = true }))
+	resp := f.do("/api/items", bearer(f.token()), header("X-Forwarded-For", "203.0.113.9"),
+		header("X-Forwarded-Proto", "https"), header("X-Forwarded-Host", "orders.example.com"),
+		header("Forwarded", "for=203.0.113.9;proto=https"))
+	if resp.status != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.status)
+	}
+	wantHeader(t, resp.echo, "X-Forwarded-For", "203.0.113.9, 127.0.0.1")
+	wantHeader(t, resp.echo, "X-Forwarded-Proto", "https")
+	wantHeader(t, resp.echo, "X-Forwarded-Host", "orders.example.com")
+	wantHeader(t, resp.echo, "Forwarded", "for=203.0.113.9;proto=https")
+
+	resp = f.do("/api/items", bearer(f.token()))
+	wantHeader(t, resp.echo, "X-Forwarded-For", "127.0.0.1")
+	wantHeader(t, resp.echo, "X-Forwarded-Proto", "http")
 }

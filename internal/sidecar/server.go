@@ -16,22 +16,38 @@ import (
 const adminShutdownTimeout = time.Second
 
 // AdminHandler serves /healthz (200 while the process runs), /readyz (200 once a valid
-// policy and a key are loaded, 503 before and while draining) and /metrics.
+// policy and a key are loaded and the app port listens on loopback only, 503 before and
+// while draining), /startupz (as /readyz without the app port check, for the startup
+// probe: the app starts only after it passes), /app-health/<container>/<kind> (the app's
+// probes, forwarded to it on loopback) and /metrics.
 func (s *Sidecar) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header()["Content-Type"] = contentTypeText
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := s.Ready()
+	status := func(w http.ResponseWriter, ok bool, why string) {
 		w.Header()["Content-Type"] = contentTypeText
 		w.Header()["Cache-Control"] = noStore
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		_, _ = w.Write([]byte(why + "\n"))
+	}
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.loopback != nil {
+			s.loopback.check() // cheap, and the app may have started since the last tick
+		}
+		ok, why := s.Ready()
+		status(w, ok, why)
 	})
+	startup := func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := s.Started()
+		status(w, ok, why)
+	}
+	mux.HandleFunc("GET /startupz", startup)
+	mux.HandleFunc("GET /readyz-startup", startup) // the name CONTRACTS.md first gave it
+	mux.HandleFunc("GET "+appHealthPrefix, s.prober.serveHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}))
@@ -71,15 +87,19 @@ func (s *Sidecar) Serve(ctx context.Context, proxyLn, adminLn net.Listener) erro
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		Protocols:         &http1,
 		ErrorLog:          errLog,
+		ConnState:         s.connState,
+		ConnContext:       connContext,
 	}
 	adminSrv := &http.Server{
 		Handler:           s.AdminHandler(),
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       s.opts.IdleTimeout,
-		Protocols:         &http1,
-		ErrorLog:          errLog,
+		// Probes do not reuse connections and scrapes come every 15s or more: holding
+		// admin connections idle only serves someone filling AdminMaxConns.
+		IdleTimeout: s.opts.UnauthenticatedIdleTimeout,
+		Protocols:   &http1,
+		ErrorLog:    errLog,
 	}
 	errc := make(chan error, 2)
 	serve := func(srv *http.Server, ln net.Listener, what string) {
@@ -87,8 +107,8 @@ func (s *Sidecar) Serve(ctx context.Context, proxyLn, adminLn net.Listener) erro
 			errc <- fmt.Errorf("serving %s: %w", what, err)
 		}
 	}
-	go serve(proxySrv, proxyLn, "traffic")
-	go serve(adminSrv, adminLn, "the admin endpoints")
+	go serve(proxySrv, newLimitListener(proxyLn, s.opts.MaxConns), "traffic")
+	go serve(adminSrv, newLimitListener(adminLn, s.opts.AdminMaxConns), "the admin endpoints")
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watchDone := make(chan struct{})
 	go func() {
@@ -146,6 +166,9 @@ func (s *Sidecar) watch(ctx context.Context) {
 		case <-t.C:
 			s.pollFiles()
 			s.refreshDue()
+			if s.loopback != nil {
+				s.loopback.check()
+			}
 		}
 	}
 }

@@ -125,6 +125,11 @@ func TestOptionsAreChecked(t *testing.T) {
 		{"refresh bounds the wrong way round", func(o *Options) {
 			o.JWKSRefreshMin, o.JWKSRefreshMax = time.Hour, time.Minute
 		}, "below the minimum"},
+		{"a negative connection cap", func(o *Options) { o.MaxConns = -1 }, "caps must not be negative"},
+		{"a negative unauthenticated idle timeout", func(o *Options) { o.UnauthenticatedIdleTimeout = -time.Second }, "unauthenticated idle timeout"},
+		{"an app probe without a port", func(o *Options) {
+			o.AppProbes = map[string]AppProbe{"/app-health/app/livez": {TCPSocket: &TCPSocketProbe{}}}
+		}, "app probes: /app-health/app/livez: tcpSocket.port 0 is not a port number"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,7 +250,10 @@ func TestASlowButSteadyBodyAndALongResponsePass(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	})
-	f := newFixture(t, withUpstream(upstream), withOptions(func(o *Options) { o.BodyIdleTimeout = 200 * time.Millisecond }))
+	f := newFixture(t, withUpstream(upstream), withOptions(func(o *Options) {
+		o.BodyIdleTimeout = 200 * time.Millisecond
+		o.BodyMinRate = 10 // bytes a second: 8 bytes in 400 ms keeps above it
+	}))
 	head := "POST /api/items HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer " + f.token() + "\r\nContent-Length: 8\r\n\r\n"
 	resp := rawRequest(t, f, head, []string{"ab", "cd", "ef", "gh"}, 100*time.Millisecond) // 400 ms in all
 	if resp.StatusCode != http.StatusOK {

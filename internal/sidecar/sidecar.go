@@ -32,6 +32,13 @@ type Sidecar struct {
 
 	upstreamErrLog sampledLog
 
+	prober   *prober
+	loopback *loopbackCheck // nil when off (--allow-app-non-loopback, or an upstream not on loopback)
+	// inflight counts the requests in flight to the app, up to MaxUpstreamRequests.
+	inflight  atomic.Int64
+	tunnelsMu sync.Mutex
+	tunnels   map[*tunnel]struct{}
+
 	// engine is what requests read: the current policy's Verifier. nil until a valid
 	// policy is loaded.
 	engine   atomic.Pointer[engine]
@@ -85,6 +92,9 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
+	s.prober = newProber(o.AppProbes)
+	s.tunnels = map[*tunnel]struct{}{}
+	s.loopback = s.newLoopbackCheck(up)
 	s.remotes.Store(&[]*remoteSource{})
 	s.tr = newUpstreamTransport(o)
 	s.rp = s.newReverseProxy()
@@ -101,8 +111,23 @@ func New(opts Options) (*Sidecar, error) {
 	return s, nil
 }
 
-// Ready reports whether the sidecar should receive traffic, and why not.
+// Ready reports whether the sidecar should receive traffic, and why not: Started, and the
+// app port listens on loopback only (as last checked).
 func (s *Sidecar) Ready() (bool, string) {
+	if ok, why := s.Started(); !ok {
+		return false, why
+	}
+	if s.loopback != nil {
+		if why := s.loopback.current(); why != "" {
+			return false, why
+		}
+	}
+	return true, "ok"
+}
+
+// Started reports whether a valid policy and a key are loaded (and the sidecar is not
+// draining), and why not. Unlike Ready it does not look at the app, which starts after it.
+func (s *Sidecar) Started() (bool, string) {
 	switch eng := s.engine.Load(); {
 	case s.draining.Load():
 		return false, "draining"
@@ -162,6 +187,7 @@ func (s *Sidecar) setPolicy(cfg verify.Config, uris []string) error {
 	for _, src := range added {
 		go src.refresh(s.ctx, triggerScheduled, 0) // first fetch now, not at the next poll
 	}
+	go s.recheckTunnels()
 	return nil
 }
 
@@ -192,6 +218,7 @@ func (s *Sidecar) applyKeysLocked() int {
 		eng.v.SetKeySet(ks)
 	}
 	s.metrics.keys.Set(float64(ks.Len()))
+	go s.recheckTunnels() // a withdrawn key closes its tunnels
 	return ks.Len()
 }
 
@@ -237,4 +264,5 @@ func (s *Sidecar) setRevocations(r *verify.Revocations) {
 		eng.v.SetRevocations(r)
 	}
 	s.metrics.revocations.Set(float64(r.Len()))
+	go s.recheckTunnels()
 }
