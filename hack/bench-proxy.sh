@@ -119,8 +119,11 @@ rm -rf "$work"; mkdir -p "$work"
 
 say "Building hack/bench/{upstream,plainproxy,issuer,proxysummary}"
 go build -o "$work/" ./hack/bench/upstream ./hack/bench/plainproxy ./hack/bench/issuer ./hack/bench/proxysummary
+# oauth2-proxy is built and started only when a target measures it.
+uses_o2p=no
+[[ " $targets $latency_targets " == *" oauth2-proxy"* ]] && uses_o2p=yes
 o2p_info=$(go version -m "$o2p" 2>/dev/null || true)
-if ! grep -qE "^[[:space:]]+mod[[:space:]]+github.com/oauth2-proxy/oauth2-proxy/v7[[:space:]]+$oauth2_proxy_version[[:space:]]" <<<"$o2p_info"; then
+if [ "$uses_o2p" = yes ] && ! grep -qE "^[[:space:]]+mod[[:space:]]+github.com/oauth2-proxy/oauth2-proxy/v7[[:space:]]+$oauth2_proxy_version[[:space:]]" <<<"$o2p_info"; then
   say "Building oauth2-proxy $oauth2_proxy_version from the Go module proxy into bin/bench/"
   GOBIN="$root/bin/bench" go install "github.com/oauth2-proxy/oauth2-proxy/v7@$oauth2_proxy_version"
 fi
@@ -143,7 +146,7 @@ elif [ -n "$before_bin" ]; then
 fi
 
 wrk_version=$( (wrk -v 2>&1 || true) | sed -n '1s/ Copyright.*//p')
-machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, Linux $(uname -r), $(go version | cut -d' ' -f3-), $wrk_version, oauth2-proxy $oauth2_proxy_version ($(go version "$o2p" | cut -d' ' -f2)), HAProxy $haproxy_version, sidecar: $sidecar_desc${before_desc:+, sidecar before: $before_desc}"
+machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, Linux $(uname -r), $(go version | cut -d' ' -f3-), $wrk_version, oauth2-proxy $oauth2_proxy_version ($( [ "$uses_o2p" = yes ] && go version "$o2p" | cut -d' ' -f2 || echo 'not measured')), HAProxy $haproxy_version, sidecar: $sidecar_desc${before_desc:+, sidecar before: $before_desc}"
 say "Machine: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- processes -------------------------------------------------------------------------
@@ -201,12 +204,15 @@ if [ -n "$before_bin" ]; then
   sidecar "$before_bin" "$sbr_port" "$sbr_admin" sidecar-before-rotating.log
   sbr_pid=$!; pids+=("$sbr_pid")
 fi
-"$o2p" --provider=oidc --oidc-issuer-url="$issuer" --client-id="$audience" --client-secret=unused \
-  --cookie-secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --cookie-secure=false \
-  --email-domain='*' --upstream="$upstream/" --http-address="127.0.0.1:$o2p_port" \
-  --skip-jwt-bearer-tokens --bearer-token-login-fallback=false --api-route='^/' --skip-provider-button \
-  --request-logging=false --auth-logging=false > "$work/oauth2-proxy.log" 2>&1 &
-o2p_pid=$!; pids+=("$o2p_pid")
+o2p_pid=-
+if [ "$uses_o2p" = yes ]; then
+  "$o2p" --provider=oidc --oidc-issuer-url="$issuer" --client-id="$audience" --client-secret=unused \
+    --cookie-secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --cookie-secure=false \
+    --email-domain='*' --upstream="$upstream/" --http-address="127.0.0.1:$o2p_port" \
+    --skip-jwt-bearer-tokens --bearer-token-login-fallback=false --api-route='^/' --skip-provider-button \
+    --request-logging=false --auth-logging=false > "$work/oauth2-proxy.log" 2>&1 &
+  o2p_pid=$!; pids+=("$o2p_pid")
+fi
 sed -e "s|@LISTEN@|127.0.0.1:$hap_port|" -e "s|@UPSTREAM@|127.0.0.1:$up_port|" -e "s|@ISSUER@|$issuer|" \
   -e "s|@AUDIENCE@|$audience|" -e "s|@PUBLIC_KEY@|$work/keys/public.pem|" hack/bench/haproxy.cfg > "$work/haproxy.cfg"
 haproxy -c -q -f "$work/haproxy.cfg" || die "HAProxy refused ${work#"$root"/}/haproxy.cfg"
@@ -221,7 +227,7 @@ if [ -n "$before_bin" ]; then
   wait_http "http://127.0.0.1:$sbu_admin/readyz" "sidecar before (uncached)"
   wait_http "http://127.0.0.1:$sbr_admin/readyz" "sidecar before (rotating)"
 fi
-wait_http "http://127.0.0.1:$o2p_port/ping" oauth2-proxy
+[ "$uses_o2p" = no ] || wait_http "http://127.0.0.1:$o2p_port/ping" oauth2-proxy
 wait_http "http://127.0.0.1:$hap_port/" HAProxy 401
 
 # --- targets ---------------------------------------------------------------------------
@@ -329,7 +335,7 @@ measure() { # round phase name
   [ "$non2xx" = 0 ] || die "$name: $non2xx non-2xx answers during the measurement (see ${out#"$root"/}.txt)"
   local hits=- misses=-
   [ "$h0" != - ] && { hits=$((h1 - h0)); misses=$((m1 - m0)); }
-  [ "$name" = sidecar-uncached ] && { hits=off; misses=off; }
+  [[ $name == sidecar-uncached || $name == sidecar-before-uncached ]] && { hits=off; misses=off; }
   # CPU seconds during the measurement: the proxy, the upstream (for direct: the same
   # process), wrk, and everything else on the machine (other processes, the kernel's softirq
   # work not charged to a process, and this script's few /proc reads), out of the machine's
