@@ -120,8 +120,12 @@ rm -rf "$work"; mkdir -p "$work"
 say "Building hack/bench/{upstream,plainproxy,issuer,proxysummary}"
 go build -o "$work/" ./hack/bench/upstream ./hack/bench/plainproxy ./hack/bench/issuer ./hack/bench/proxysummary
 # oauth2-proxy is built and started only when a target measures it.
+measured=""
+for ph in $phases; do
+  if [ "$ph" = latency ]; then measured+=" $latency_targets"; else measured+=" $targets"; fi
+done
 uses_o2p=no
-[[ " $targets $latency_targets " == *" oauth2-proxy"* ]] && uses_o2p=yes
+[[ "$measured " == *" oauth2-proxy"* ]] && uses_o2p=yes
 o2p_info=$(go version -m "$o2p" 2>/dev/null || true)
 if [ "$uses_o2p" = yes ] && ! grep -qE "^[[:space:]]+mod[[:space:]]+github.com/oauth2-proxy/oauth2-proxy/v7[[:space:]]+$oauth2_proxy_version[[:space:]]" <<<"$o2p_info"; then
   say "Building oauth2-proxy $oauth2_proxy_version from the Go module proxy into bin/bench/"
@@ -354,7 +358,7 @@ measure() { # round phase name
 
 say "Checking every target: a valid token passes, no token and every bad token is refused"
 checked=()
-for name in $targets $latency_targets; do
+for name in $measured; do
   [[ " ${checked[*]} " == *" $name "* ]] && continue
   echo "$name:" >&2
   check "$name"
