@@ -99,7 +99,7 @@ bench-signingkeys: envtest-assets build ## 1000 SigningKeys against a local API 
 	hack/bench-signingkeys.sh
 
 .PHONY: bench-proxy
-bench-proxy: build ## Loopback load test: sidecar vs a plain Go proxy vs oauth2-proxy (needs wrk).
+bench-proxy: build ## Loopback load test: sidecar vs a plain Go proxy, oauth2-proxy and HAProxy jwt_verify (SIDECAR_BEFORE_REV=<commit> adds another sidecar build).
 	hack/bench-proxy.sh
 
 .PHONY: help

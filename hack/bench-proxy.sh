@@ -12,14 +12,26 @@
 #   sidecar-rotating  a third bin/sidecar, default cache, every request with another token from a
 #   oauth2-proxy-rotating  file of BENCH_TOKENS pre-minted ones (more than the cache holds: every
 #                     request misses), and oauth2-proxy with the same tokens; wrk runs a Lua script
+#   haproxy           HAProxy (Debian's haproxy, 2.6) verifying every request's token with
+#   haproxy-rotating  jwt_verify against the issuer's public key PEM and checking alg, iss, aud
+#                     and exp (hack/bench/haproxy.cfg); it has no token cache. Then with the
+#                     rotating tokens
+#   sidecar-before-cached, sidecar-before-uncached, sidecar-before-rotating
+#                     only with SIDECAR_BEFORE or SIDECAR_BEFORE_REV: the same three sidecar
+#                     targets run from another sidecar binary, each measured right after its
+#                     counterpart, so that two builds are compared side by side in one run
 # Each sidecar target is its own process, so no measurement inherits another one's cache.
 #
 # BENCH_ROUNDS rounds of two phases, each over the targets in turn with identical wrk settings:
 #   load     wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS: throughput, and latency at saturation
 #   latency  wrk -t1 -c1 (one request at a time): the latency a proxy adds to each request
 # Before each measurement the target must answer 200 from the upstream with the token, and
-# the verifying proxies must refuse a request without a token and one with a forged token
-# (the trusted kid, another key) with 401 or 403; a measurement with any non-2xx answer fails.
+# the verifying proxies must refuse a request without a token and each bad token of the
+# issuer's bad-tokens.tsv (forged with the trusted kid, expired, no exp, another issuer or
+# audience, a swapped payload, alg none, HS256 keyed with the public key) with 401 or 403.
+# Every target is checked once before the first measurement, so a proxy that lets a bad
+# token through fails the run before anything is measured; a measurement with any non-2xx
+# answer fails too.
 #
 # ES256 keys and tokens come from hack/bench/issuer (internal/keys, internal/jwks); the app is
 # hack/bench/upstream (a fixed 3-byte body). Nothing is pinned to a CPU: the load tool, the
@@ -30,15 +42,21 @@
 #   BENCH_WARMUP=2s         an unrecorded wrk run with the same settings before each
 #   BENCH_THREADS=1 BENCH_CONNECTIONS=32   the load phase's wrk -t / -c
 #   BENCH_PHASES="load latency"
-#   BENCH_TARGETS="direct plain sidecar-cached sidecar-uncached oauth2-proxy sidecar-rotating oauth2-proxy-rotating"
-#   BENCH_LATENCY_TARGETS="direct plain sidecar-cached sidecar-uncached oauth2-proxy"
+#   BENCH_TARGETS="direct plain sidecar-cached sidecar-uncached oauth2-proxy haproxy sidecar-rotating oauth2-proxy-rotating haproxy-rotating"
+#   BENCH_LATENCY_TARGETS="direct plain sidecar-cached sidecar-uncached oauth2-proxy haproxy"
+#                           (with a second sidecar, its targets follow their counterparts)
+#   SIDECAR=bin/sidecar     the sidecar binary under test
+#   SIDECAR_BEFORE=<path>   a second sidecar binary to compare it with (for example a build of
+#                           the commit before a change), or SIDECAR_BEFORE_REV=<commit> to build
+#                           one from that commit of this repository into bin/bench/
 #   BENCH_TOKENS=20000      distinct tokens of the rotating targets (the sidecar caches 10000)
 #   BENCH_PATH=/api/items   request path
 # Raw wrk output, logs and results.tsv go to bin/bench/proxy/, the summary (medians over the
 # rounds, hack/bench/proxysummary) to bin/bench/proxy/summary.md; BENCH_RESULTS=<results.tsv>
 # only prints the summary of a saved run. oauth2-proxy is built into bin/bench/ from the Go
-# module proxy when missing. Figures are ratios against the plain proxy and oauth2-proxy
-# measured in the same invocation, never limits.
+# module proxy when missing; wrk and haproxy are installed from apt when missing. Figures are
+# ratios against the plain proxy, oauth2-proxy and HAProxy measured in the same invocation,
+# never limits.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -48,8 +66,19 @@ rounds=${BENCH_ROUNDS:-3}
 threads=${BENCH_THREADS:-1}
 conns=${BENCH_CONNECTIONS:-32}
 phases=${BENCH_PHASES:-load latency}
-targets=${BENCH_TARGETS:-direct plain sidecar-cached sidecar-uncached oauth2-proxy sidecar-rotating oauth2-proxy-rotating}
-latency_targets=${BENCH_LATENCY_TARGETS:-direct plain sidecar-cached sidecar-uncached oauth2-proxy}
+sidecar_bin=${SIDECAR:-bin/sidecar}
+before_bin=${SIDECAR_BEFORE:-}
+before_rev=${SIDECAR_BEFORE_REV:-}
+[ -z "$before_bin" ] || [ -z "$before_rev" ] || { echo "bench-proxy: set SIDECAR_BEFORE or SIDECAR_BEFORE_REV, not both" >&2; exit 2; }
+if [ -n "$before_bin$before_rev" ]; then
+  default_targets="direct plain sidecar-cached sidecar-before-cached sidecar-uncached sidecar-before-uncached oauth2-proxy haproxy sidecar-rotating sidecar-before-rotating oauth2-proxy-rotating haproxy-rotating"
+  default_latency="direct plain sidecar-cached sidecar-before-cached sidecar-uncached sidecar-before-uncached oauth2-proxy haproxy"
+else
+  default_targets="direct plain sidecar-cached sidecar-uncached oauth2-proxy haproxy sidecar-rotating oauth2-proxy-rotating haproxy-rotating"
+  default_latency="direct plain sidecar-cached sidecar-uncached oauth2-proxy haproxy"
+fi
+targets=${BENCH_TARGETS:-$default_targets}
+latency_targets=${BENCH_LATENCY_TARGETS:-$default_latency}
 ntokens=${BENCH_TOKENS:-20000}
 path=${BENCH_PATH:-/api/items}
 oauth2_proxy_version=v7.15.6
@@ -75,26 +104,63 @@ if [ -n "${BENCH_RESULTS:-}" ]; then
   exit 0
 fi
 
-command -v wrk >/dev/null || die "wrk is missing: apt-get install -y wrk"
-[ -x bin/sidecar ] || die "bin/sidecar is missing: run make build (make bench-proxy does)"
+need=()
+for tool in wrk haproxy; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+  say "Installing ${need[*]} from apt"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# jwt_verify came with HAProxy 2.5.
+haproxy_version=$(haproxy -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')
+printf '%s\n' "$haproxy_version" | awk -F'[.-]' '{ exit !($1 > 2 || ($1 == 2 && $2 >= 5)) }' ||
+  die "HAProxy $haproxy_version has no jwt_verify (2.5 or later needed)"
+[ -x "$sidecar_bin" ] || die "$sidecar_bin is missing: run make build (make bench-proxy does)"
 rm -rf "$work"; mkdir -p "$work"
 
 say "Building hack/bench/{upstream,plainproxy,issuer,proxysummary}"
 go build -o "$work/" ./hack/bench/upstream ./hack/bench/plainproxy ./hack/bench/issuer ./hack/bench/proxysummary
+# oauth2-proxy is built and started only when a target measures it.
+measured=""
+for ph in $phases; do
+  if [ "$ph" = latency ]; then measured+=" $latency_targets"; else measured+=" $targets"; fi
+done
+uses_o2p=no
+[[ "$measured " == *" oauth2-proxy"* ]] && uses_o2p=yes
 o2p_info=$(go version -m "$o2p" 2>/dev/null || true)
-if ! grep -qE "^[[:space:]]+mod[[:space:]]+github.com/oauth2-proxy/oauth2-proxy/v7[[:space:]]+$oauth2_proxy_version[[:space:]]" <<<"$o2p_info"; then
+if [ "$uses_o2p" = yes ] && ! grep -qE "^[[:space:]]+mod[[:space:]]+github.com/oauth2-proxy/oauth2-proxy/v7[[:space:]]+$oauth2_proxy_version[[:space:]]" <<<"$o2p_info"; then
   say "Building oauth2-proxy $oauth2_proxy_version from the Go module proxy into bin/bench/"
   GOBIN="$root/bin/bench" go install "github.com/oauth2-proxy/oauth2-proxy/v7@$oauth2_proxy_version"
 fi
+sidecar_desc="$sidecar_bin built from the work tree at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- cmd internal api || echo ' + local changes')"
+[ "$sidecar_bin" = bin/sidecar ] || sidecar_desc="$sidecar_bin ($(go version "$sidecar_bin" | cut -d' ' -f2))"
+if [ -n "$before_rev" ]; then
+  rev=$(git rev-parse --short "$before_rev^{commit}") || die "SIDECAR_BEFORE_REV=$before_rev is not a commit"
+  before_bin="$root/bin/bench/sidecar-$rev"
+  if [ ! -x "$before_bin" ]; then
+    say "Building the sidecar of commit $rev into ${before_bin#"$root"/}"
+    src=$(mktemp -d)
+    git archive "$rev" | tar -x -C "$src"
+    (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$before_bin" ./cmd/sidecar) || { rm -rf "$src"; die "could not build the sidecar of commit $rev"; }
+    rm -rf "$src"
+  fi
+  before_desc="${before_bin#"$root"/} built from commit $rev"
+elif [ -n "$before_bin" ]; then
+  [ -x "$before_bin" ] || die "SIDECAR_BEFORE=$before_bin is not an executable"
+  before_desc="$before_bin ($(go version "$before_bin" | cut -d' ' -f2))"
+fi
 
 wrk_version=$( (wrk -v 2>&1 || true) | sed -n '1s/ Copyright.*//p')
-machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, Linux $(uname -r), $(go version | cut -d' ' -f3-), $wrk_version, oauth2-proxy $oauth2_proxy_version ($(go version "$o2p" | cut -d' ' -f2)), bin/sidecar built from the work tree at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- cmd internal api || echo ' + local changes')"
+machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, Linux $(uname -r), $(go version | cut -d' ' -f3-), $wrk_version, oauth2-proxy $oauth2_proxy_version ($( [ "$uses_o2p" = yes ] && go version "$o2p" | cut -d' ' -f2 || echo 'not measured')), HAProxy $haproxy_version, sidecar: $sidecar_desc${before_desc:+, sidecar before: $before_desc}"
 say "Machine: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- processes -------------------------------------------------------------------------
 up_port=$(port); iss_port=$(port); plain_port=$(port)
 sc_port=$(port); sc_admin=$(port); scu_port=$(port); scu_admin=$(port); scr_port=$(port); scr_admin=$(port)
-o2p_port=$(port)
+o2p_port=$(port); hap_port=$(port)
+sb_port=-; sb_admin=-; sbu_port=-; sbu_admin=-; sbr_port=-; sbr_admin=-; sb_pid=-; sbu_pid=-; sbr_pid=-
+if [ -n "$before_bin" ]; then
+  sb_port=$(port); sb_admin=$(port); sbu_port=$(port); sbu_admin=$(port); sbr_port=$(port); sbr_admin=$(port)
+fi
 upstream="http://127.0.0.1:$up_port"
 issuer="http://127.0.0.1:$iss_port"
 
@@ -108,7 +174,7 @@ wait_http() { # url what [expected status]; up to 30 s
   die "$2 did not come up at $1 (last status $code); logs in ${work#"$root"/}/"
 }
 
-say "Starting the upstream, the issuer ($ntokens tokens), the plain proxy, three sidecars and oauth2-proxy"
+say "Starting the upstream, the issuer ($ntokens tokens), the plain proxy, $([ -n "$before_bin" ] && echo six || echo three) sidecars, oauth2-proxy and HAProxy"
 "$work/upstream" --listen "127.0.0.1:$up_port" > "$work/upstream.log" 2>&1 &
 up_pid=$!; pids+=("$up_pid")
 "$work/issuer" --listen "127.0.0.1:$iss_port" --dir "$work/keys" --audience "$audience" --tokens "$ntokens" > "$work/issuer.log" 2>&1 &
@@ -116,36 +182,57 @@ pids+=($!)
 wait_http "$upstream/" upstream
 wait_http "$issuer/.well-known/openid-configuration" issuer
 token=$(cat "$work/keys/token")
-forged=$(cat "$work/keys/forged-token")
 
 "$work/plainproxy" --listen "127.0.0.1:$plain_port" --upstream "$upstream" > "$work/plainproxy.log" 2>&1 &
 plain_pid=$!; pids+=("$plain_pid")
-sidecar() { # listen admin log extra-flags...
-  local listen=$1 admin=$2 log=$3
-  shift 3
-  bin/sidecar --listen "127.0.0.1:$listen" --admin-listen "127.0.0.1:$admin" --upstream "$upstream" \
+sidecar() { # binary listen admin log extra-flags...
+  local bin=$1 listen=$2 admin=$3 log=$4
+  shift 4
+  "$bin" --listen "127.0.0.1:$listen" --admin-listen "127.0.0.1:$admin" --upstream "$upstream" \
     --policy-file "$work/keys/policy.yaml" --jwks-file "$work/keys/jwks.json" \
     --drain-delay=1ms --shutdown-timeout=2s "$@" > "$work/$log" 2>&1 &
 }
-sidecar "$sc_port" "$sc_admin" sidecar-cached.log
+sidecar "$sidecar_bin" "$sc_port" "$sc_admin" sidecar-cached.log
 sc_pid=$!; pids+=("$sc_pid")
-sidecar "$scu_port" "$scu_admin" sidecar-uncached.log --token-cache-size=0
+sidecar "$sidecar_bin" "$scu_port" "$scu_admin" sidecar-uncached.log --token-cache-size=0
 scu_pid=$!; pids+=("$scu_pid")
 # The rotating target fills its cache (10000 entries): a sidecar of its own, so that the
 # cached target's later measurements do not run with a full cache.
-sidecar "$scr_port" "$scr_admin" sidecar-rotating.log
+sidecar "$sidecar_bin" "$scr_port" "$scr_admin" sidecar-rotating.log
 scr_pid=$!; pids+=("$scr_pid")
-"$o2p" --provider=oidc --oidc-issuer-url="$issuer" --client-id="$audience" --client-secret=unused \
-  --cookie-secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --cookie-secure=false \
-  --email-domain='*' --upstream="$upstream/" --http-address="127.0.0.1:$o2p_port" \
-  --skip-jwt-bearer-tokens --bearer-token-login-fallback=false --api-route='^/' --skip-provider-button \
-  --request-logging=false --auth-logging=false > "$work/oauth2-proxy.log" 2>&1 &
-o2p_pid=$!; pids+=("$o2p_pid")
+if [ -n "$before_bin" ]; then
+  sidecar "$before_bin" "$sb_port" "$sb_admin" sidecar-before-cached.log
+  sb_pid=$!; pids+=("$sb_pid")
+  sidecar "$before_bin" "$sbu_port" "$sbu_admin" sidecar-before-uncached.log --token-cache-size=0
+  sbu_pid=$!; pids+=("$sbu_pid")
+  sidecar "$before_bin" "$sbr_port" "$sbr_admin" sidecar-before-rotating.log
+  sbr_pid=$!; pids+=("$sbr_pid")
+fi
+o2p_pid=-
+if [ "$uses_o2p" = yes ]; then
+  "$o2p" --provider=oidc --oidc-issuer-url="$issuer" --client-id="$audience" --client-secret=unused \
+    --cookie-secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --cookie-secure=false \
+    --email-domain='*' --upstream="$upstream/" --http-address="127.0.0.1:$o2p_port" \
+    --skip-jwt-bearer-tokens --bearer-token-login-fallback=false --api-route='^/' --skip-provider-button \
+    --request-logging=false --auth-logging=false > "$work/oauth2-proxy.log" 2>&1 &
+  o2p_pid=$!; pids+=("$o2p_pid")
+fi
+sed -e "s|@LISTEN@|127.0.0.1:$hap_port|" -e "s|@UPSTREAM@|127.0.0.1:$up_port|" -e "s|@ISSUER@|$issuer|" \
+  -e "s|@AUDIENCE@|$audience|" -e "s|@PUBLIC_KEY@|$work/keys/public.pem|" hack/bench/haproxy.cfg > "$work/haproxy.cfg"
+haproxy -c -q -f "$work/haproxy.cfg" || die "HAProxy refused ${work#"$root"/}/haproxy.cfg"
+haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+hap_pid=$!; pids+=("$hap_pid")
 wait_http "http://127.0.0.1:$plain_port/" "plain proxy"
 wait_http "http://127.0.0.1:$sc_admin/readyz" "sidecar (cached)"
 wait_http "http://127.0.0.1:$scu_admin/readyz" "sidecar (uncached)"
 wait_http "http://127.0.0.1:$scr_admin/readyz" "sidecar (rotating)"
-wait_http "http://127.0.0.1:$o2p_port/ping" oauth2-proxy
+if [ -n "$before_bin" ]; then
+  wait_http "http://127.0.0.1:$sb_admin/readyz" "sidecar before (cached)"
+  wait_http "http://127.0.0.1:$sbu_admin/readyz" "sidecar before (uncached)"
+  wait_http "http://127.0.0.1:$sbr_admin/readyz" "sidecar before (rotating)"
+fi
+[ "$uses_o2p" = no ] || wait_http "http://127.0.0.1:$o2p_port/ping" oauth2-proxy
+wait_http "http://127.0.0.1:$hap_port/" HAProxy 401
 
 # --- targets ---------------------------------------------------------------------------
 # target_info name -> "port pid verifies admin-port rotating"
@@ -158,12 +245,22 @@ target_info() {
     oauth2-proxy) echo "$o2p_port $o2p_pid yes - no" ;;
     sidecar-rotating) echo "$scr_port $scr_pid yes $scr_admin yes" ;;
     oauth2-proxy-rotating) echo "$o2p_port $o2p_pid yes - yes" ;;
+    haproxy) echo "$hap_port $hap_pid yes - no" ;;
+    haproxy-rotating) echo "$hap_port $hap_pid yes - yes" ;;
+    sidecar-before-*)
+      [ -n "$before_bin" ] || die "target $1 needs SIDECAR_BEFORE or SIDECAR_BEFORE_REV"
+      case $1 in
+        sidecar-before-cached) echo "$sb_port $sb_pid yes $sb_admin no" ;;
+        sidecar-before-uncached) echo "$sbu_port $sbu_pid yes $sbu_admin no" ;;
+        sidecar-before-rotating) echo "$sbr_port $sbr_pid yes $sbr_admin yes" ;;
+        *) die "unknown target $1" ;;
+      esac ;;
     *) die "unknown target $1" ;;
   esac
 }
 
 # check fails unless the target answers 200 with the upstream's body for a valid token and,
-# when it verifies, 401 or 403 without a token and with a forged one.
+# when it verifies, 401 or 403 without a token and with each bad token.
 check() { # name
   local p pid verifies admin rotating body t
   read -r p pid verifies admin rotating <<<"$(target_info "$1")"
@@ -176,12 +273,16 @@ check() { # name
  200" ] || die "$1: a valid token got \"$body\", want the upstream's ok with 200"
   done
   if [ "$verifies" = yes ]; then
-    local none bad
+    local none bad kind seen=()
     none=$(curl -s -o /dev/null -w '%{http_code}' "$url")
     [[ $none == 401 || $none == 403 ]] || die "$1: no token got $none, want 401 or 403"
-    bad=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $forged" "$url")
-    [[ $bad == 401 || $bad == 403 ]] || die "$1: a forged token got $bad, want 401 or 403"
-    echo "checked: token 200 ok, no token $none, forged token $bad" >&2
+    while IFS=$'\t' read -r kind t; do
+      bad=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $t" "$url")
+      [[ $bad == 401 || $bad == 403 ]] || die "$1: a bad token ($kind) got $bad, want 401 or 403"
+      seen+=("$kind $bad")
+    done < "$work/keys/bad-tokens.tsv"
+    [ ${#seen[@]} -gt 0 ] || die "no bad tokens in ${work#"$root"/}/keys/bad-tokens.tsv"
+    echo "checked: token 200 ok, no token $none; bad tokens: $(IFS=,; echo "${seen[*]}" | sed 's/,/, /g')" >&2
   else
     echo "checked: token 200 ok" >&2
   fi
@@ -238,7 +339,7 @@ measure() { # round phase name
   [ "$non2xx" = 0 ] || die "$name: $non2xx non-2xx answers during the measurement (see ${out#"$root"/}.txt)"
   local hits=- misses=-
   [ "$h0" != - ] && { hits=$((h1 - h0)); misses=$((m1 - m0)); }
-  [ "$name" = sidecar-uncached ] && { hits=off; misses=off; }
+  [[ $name == sidecar-uncached || $name == sidecar-before-uncached ]] && { hits=off; misses=off; }
   # CPU seconds during the measurement: the proxy, the upstream (for direct: the same
   # process), wrk, and everything else on the machine (other processes, the kernel's softirq
   # work not charged to a process, and this script's few /proc reads), out of the machine's
@@ -254,6 +355,15 @@ measure() { # round phase name
         100 * (b1 - b0) / (a1 - a0), hits, misses, up, w, other, (a1 - a0) / tck
     }' >> "$work/results.tsv"
 }
+
+say "Checking every target: a valid token passes, no token and every bad token is refused"
+checked=()
+for name in $measured; do
+  [[ " ${checked[*]} " == *" $name "* ]] && continue
+  echo "$name:" >&2
+  check "$name"
+  checked+=("$name")
+done
 
 mkdir -p "$work/wrk"
 for round in $(seq "$rounds"); do

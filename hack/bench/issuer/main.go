@@ -7,6 +7,10 @@
 //	tokens.txt     --tokens more valid tokens, one a line, each with its own jti
 //	tokens-warmup.txt  as many others, for a warm-up that must leave tokens.txt uncached
 //	forged-token   the same claims with the trusted kid in its header, signed by another key
+//	bad-tokens.tsv  tokens every verifying proxy must refuse, one "name<TAB>token" a line:
+//	               forged, expired, no exp, another issuer, another audience, a payload
+//	               swapped under a valid signature, alg none, HS256 keyed with the public PEM
+//	public.pem     the public key as PEM (SubjectPublicKeyInfo), for HAProxy's jwt_verify
 //
 // Then it serves the issuer's OpenID discovery document and JWKS on --listen, so that an
 // OIDC relying party (oauth2-proxy) can be pointed at http://<listen> as its issuer.
@@ -16,14 +20,20 @@ package main
 
 import (
 	"bufio"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -91,7 +101,15 @@ func main() {
 	}
 	tok := mint(signer, claims())
 	forged := mint(forger, claims())
+	pubDER, err := x509.MarshalPKIXPublicKey(key.Public)
+	if err != nil {
+		log.Fatal(err)
+	}
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+	bad := badTokens(signer, forged, key.KID, pubPEM, now, claims)
 	write(*dir, "jwks.json", jwksDoc)
+	write(*dir, "public.pem", pubPEM)
+	write(*dir, "bad-tokens.tsv", bad)
 	write(*dir, "policy.yaml", pol)
 	write(*dir, "token", []byte(tok+"\n"))
 	write(*dir, "forged-token", []byte(forged+"\n"))
@@ -135,6 +153,62 @@ func mint(s jose.Signer, c claimSet) string {
 		log.Fatal(err)
 	}
 	return tok
+}
+
+// badTokens lists tokens that differ from a valid one in one way each, so a proxy that
+// accepts one of them skips the check it names. The signed ones are signed by the trusted
+// key, so only the named claim makes them bad.
+func badTokens(signer jose.Signer, forged, kid string, pubPEM []byte, now time.Time, claims func() claimSet) []byte {
+	expired := claims()
+	expired.IssuedAt = jwt.NewNumericDate(now.Add(-2 * time.Hour))
+	expired.NotBefore = expired.IssuedAt
+	expired.Expiry = jwt.NewNumericDate(now.Add(-time.Hour))
+	noExp := claims()
+	noExp.Expiry = nil
+	otherIssuer := claims()
+	otherIssuer.Issuer += "/other"
+	otherAudience := claims()
+	otherAudience.Audience = jwt.Audience{"other-api"}
+	// A valid signature over one payload, sent with another (another sub): the signature
+	// must cover the payload.
+	valid, other := strings.Split(mint(signer, claims()), "."), claims()
+	other.Subject = "admin"
+	swapped := valid[0] + "." + segment(other) + "." + valid[2]
+
+	header := func(alg string) string {
+		return segment(map[string]string{"alg": alg, "kid": kid, "typ": "JWT"})
+	}
+	none := header("none") + "." + segment(claims()) + "."
+	// Algorithm confusion: HS256 keyed with the public key's PEM, which a verifier that
+	// takes the algorithm from the token and the key from its configuration would accept.
+	hsInput := header("HS256") + "." + segment(claims())
+	mac := hmac.New(sha256.New, pubPEM)
+	mac.Write([]byte(hsInput))
+	hs := hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+
+	var b strings.Builder
+	for _, t := range [][2]string{
+		{"forged", forged},
+		{"expired", mint(signer, expired)},
+		{"no-exp", mint(signer, noExp)},
+		{"other-issuer", mint(signer, otherIssuer)},
+		{"other-audience", mint(signer, otherAudience)},
+		{"swapped-payload", swapped},
+		{"alg-none", none},
+		{"alg-hs256-public-pem", hs},
+	} {
+		fmt.Fprintf(&b, "%s\t%s\n", t[0], t[1])
+	}
+	return []byte(b.String())
+}
+
+// segment is v as a base64url JSON segment of a compact JWS.
+func segment(v any) string {
+	data, err := json.Marshal(v)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(data)
 }
 
 // discoveryDocument is the manager's discovery document plus the endpoints an OIDC login
