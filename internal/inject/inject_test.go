@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -39,7 +40,8 @@ func TestMutateMatchesGoldenPods(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			pod := readPod(t, in)
-			out, res, err := Mutate(pod, DefaultConfig())
+			cfg := configFor(name)
+			out, res, err := Mutate(pod, cfg)
 			if strings.HasSuffix(name, ".error") {
 				if !errors.Is(err, ErrRefused) {
 					t.Fatalf("want a refusal, got err=%v result=%+v", err, res)
@@ -57,12 +59,23 @@ func TestMutateMatchesGoldenPods(t *testing.T) {
 			compare(t, strings.TrimSuffix(in, ".yaml")+".golden.yaml", got)
 
 			// Injecting the injected pod again changes nothing.
-			again, res2, err := Mutate(out, DefaultConfig())
+			again, res2, err := Mutate(out, cfg)
 			if err != nil || res2.Injected || !equality.Semantic.DeepEqual(again, out) {
 				t.Errorf("second injection changed the pod (result %+v, err %v)", res2, err)
 			}
 		})
 	}
+}
+
+// testDistributionURL is the distribution server of the cases named distribution*.
+const testDistributionURL = "https://tokenkeeper-distribution.tokenkeeper-system.svc:8443"
+
+func configFor(name string) Config {
+	cfg := DefaultConfig()
+	if strings.HasPrefix(name, "distribution") {
+		cfg.DistributionURL = testDistributionURL
+	}
+	return cfg
 }
 
 func compare(t *testing.T, path string, got []byte) {
@@ -111,7 +124,70 @@ func TestInjectedSidecarIsHardenedAndStartsFirst(t *testing.T) {
 	if out.Spec.Containers[0].Ports[0].Name != "app-http" || sc.Ports[0].Name != "http" {
 		t.Errorf("port not taken over: app %q, sidecar %q", out.Spec.Containers[0].Ports[0].Name, sc.Ports[0].Name)
 	}
-	if out.Spec.Containers[0].ReadinessProbe.HTTPGet.Port.StrVal != "app-http" {
-		t.Error("the app's own probe no longer reaches the app")
+	if got := out.Spec.Containers[0].ReadinessProbe.HTTPGet; got.Path != "/app-health/orders/readyz" || got.Port.IntVal != DefaultConfig().AdminPort {
+		t.Errorf("the app's readiness probe does not go through the sidecar: %+v", got)
 	}
+}
+
+// A pod that claims the injection must be exactly what Mutate makes: every way of forging the
+// marks, or of loosening a real injected pod before submitting it, is refused.
+func TestForgedInjectedPodsAreRefused(t *testing.T) {
+	injected := func(t *testing.T) *corev1.Pod {
+		out, _, err := Mutate(readPod(t, "testdata/probe-httpget-headers.yaml"), DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		tamper func(p *corev1.Pod)
+	}{
+		{"a sidecar of another image", func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "evil/passthrough:1" }},
+		{"a sidecar with a command of its own", func(p *corev1.Pod) { p.Spec.InitContainers[0].Command = []string{"sleep", "infinity"} }},
+		{"a sidecar without its policy argument", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Args = p.Spec.InitContainers[0].Args[:4]
+		}},
+		{"a sidecar that skips the loopback check the pod did not opt out of", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Args = append(p.Spec.InitContainers[0].Args, "--allow-app-non-loopback")
+		}},
+		{"an app port left under its own name, so Services bypass the sidecar", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports[0].Name = "http"
+			p.Spec.InitContainers[0].Ports[0].Name = "tk-proxy"
+		}},
+		{"a hostPort left on the app port", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].HostPort = 8080 }},
+		{"an app probe aimed at the pod IP again", func(p *corev1.Pod) {
+			p.Spec.Containers[0].ReadinessProbe.HTTPGet = &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt(8080)}
+		}},
+		{"probes forwarded somewhere else", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Env[0].Value = `{"/app-health/orders/readyz":{"tcpSocket":{"port":22}}}`
+		}},
+		{"the sidecar moved behind another init container", func(p *corev1.Pod) {
+			p.Spec.InitContainers = append([]corev1.Container{{Name: "setup", Image: "busybox"}}, p.Spec.InitContainers...)
+		}},
+		{"a second container named like the sidecar", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ContainerName, Image: "busybox"})
+		}},
+		{"the opt-in annotation removed", func(p *corev1.Pod) { delete(p.Annotations, AnnotationInject) }},
+		{"the bundle of another policy", func(p *corev1.Pod) { p.Spec.Volumes[0].ConfigMap.Name = "other-bundle" }},
+		{"the status annotation without the sidecar", func(p *corev1.Pod) { p.Spec.InitContainers = nil }},
+		{"the sidecar without the status annotation", func(p *corev1.Pod) { delete(p.Annotations, AnnotationStatus) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pod := injected(t)
+			c.tamper(pod)
+			_, res, err := Mutate(pod, DefaultConfig())
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "claims to be injected already") {
+				t.Fatalf("want a refusal, got err=%v result=%+v", err, res)
+			}
+		})
+	}
+	t.Run("the pod Mutate made is admitted unchanged", func(t *testing.T) {
+		pod := injected(t)
+		out, res, err := Mutate(pod, DefaultConfig())
+		if err != nil || res.Injected || res.Skipped != "already injected" || !equality.Semantic.DeepEqual(out, pod) {
+			t.Fatalf("got result %+v, err %v", res, err)
+		}
+	})
 }
