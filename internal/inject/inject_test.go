@@ -122,8 +122,16 @@ func TestInjectedSidecarIsHardenedAndStartsFirst(t *testing.T) {
 	if s == nil || !*s.RunAsNonRoot || !*s.ReadOnlyRootFilesystem || *s.AllowPrivilegeEscalation || len(s.Capabilities.Drop) != 1 || s.Capabilities.Drop[0] != "ALL" {
 		t.Errorf("sidecar securityContext is not hardened: %+v", s)
 	}
-	if sc.StartupProbe == nil || sc.Resources.Limits.Memory().IsZero() {
-		t.Error("sidecar lacks a startup probe or a memory limit")
+	if sc.StartupProbe == nil || sc.StartupProbe.HTTPGet == nil || sc.StartupProbe.HTTPGet.Path != "/startupz" || sc.Resources.Limits.Memory().IsZero() {
+		t.Error("sidecar lacks a startup probe on /startupz or a memory limit")
+	}
+	// The readiness probe is an exec of the sidecar itself, so the kubelet's Event carries
+	// the sidecar's reason for not being ready.
+	if r := sc.ReadinessProbe; r == nil || r.Exec == nil || strings.Join(r.Exec.Command, " ") != "/sidecar probe --admin=127.0.0.1:15021 /readyz" {
+		t.Errorf("sidecar readiness probe is not the exec probe of the contract: %+v", r)
+	}
+	if out.Labels[LabelPolicy] != "orders-api" {
+		t.Errorf("pod not labelled %s=orders-api: %v", LabelPolicy, out.Labels)
 	}
 	if out.Spec.Containers[0].Ports[0].Name != "app-http" || sc.Ports[0].Name != "http" {
 		t.Errorf("port not taken over: app %q, sidecar %q", out.Spec.Containers[0].Ports[0].Name, sc.Ports[0].Name)
