@@ -58,6 +58,7 @@ const (
 	ReasonSigningKeyNotFound  = "SigningKeyNotFound"
 	ReasonSigningKeyNotReady  = "SigningKeyNotReady"
 	ReasonJWKSUnreachable     = "JWKSUnreachable"
+	ReasonJWKSPending         = "JWKSPending"
 	ReasonNoKeys              = "NoKeys"
 	ReasonBundleWritten       = "BundleWritten"
 	ReasonBundleWriteFailed   = "BundleWriteFailed"
