@@ -78,7 +78,7 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	data, err := bundleData(tp, res.keys, lists)
+	data, omitted, err := bundleData(tp, res.keys, lists)
 	var writeErr error
 	if err == nil {
 		writeErr = r.applyBundle(ctx, tp, data)
@@ -86,7 +86,7 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		writeErr = err
 	}
 
-	setTokenPolicyStatus(tp, res, writeErr)
+	setTokenPolicyStatus(tp, res, omitted, writeErr)
 	if !equality.Semantic.DeepEqual(original.Status, tp.Status) {
 		if err := r.Client.Status().Patch(ctx, tp, client.MergeFrom(original)); err != nil {
 			return ctrl.Result{}, err
@@ -218,7 +218,8 @@ func (r *TokenPolicyReconciler) revocationLists(ctx context.Context, tp *tkv1.To
 }
 
 // bundleData renders the bundle's three files; revoked keys are left out of the JWKS.
-func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList) (map[string]string, error) {
+// omitted, when not empty, says which revocations did not fit.
+func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList) (data map[string]string, omitted string, err error) {
 	merged := policy.Merge(tp.Name, lists...)
 	revoked := map[string]bool{}
 	for _, k := range merged.Spec.Keys {
@@ -232,7 +233,7 @@ func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.Revo
 	}
 	set, err := jwks.Marshal(kept)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	manifest := &tkv1.TokenPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: tkv1.GroupVersion.String(), Kind: "TokenPolicy"},
@@ -241,14 +242,58 @@ func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.Revo
 	}
 	pol, err := yaml.Marshal(stripStatus(manifest))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	merged.Namespace = tp.Namespace
-	revs, err := yaml.Marshal(stripStatus(merged))
+	budget := maxBundleBytes - len(pol) - len(set)
+	revs, omitted, err := fitRevocations(merged, budget)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return map[string]string{policy.BundlePolicy: string(pol), policy.BundleJWKS: string(set), policy.BundleRevocations: string(revs)}, nil
+	return map[string]string{policy.BundlePolicy: string(pol), policy.BundleJWKS: string(set), policy.BundleRevocations: string(revs)}, omitted, nil
+}
+
+// maxBundleBytes is what the bundle's three files may take: a ConfigMap holds at most 1 MiB,
+// less room for keys other areas add (the distribution CA) and the object's metadata.
+const maxBundleBytes = 1<<20 - 32<<10
+
+// fitRevocations renders the merged revocations within budget bytes. Keys and policy come
+// first and are never cut: past the budget, subjects then tokens are dropped from the end
+// and the file is marked incomplete (policy.AnnotationRevocationsIncomplete), so revocation
+// volume can never stop a key from being published. omitted says what was left out.
+func fitRevocations(merged *tkv1.RevocationList, budget int) ([]byte, string, error) {
+	render := func(rl *tkv1.RevocationList) ([]byte, error) { return yaml.Marshal(stripStatus(rl)) }
+	out, err := render(merged)
+	if err != nil || len(out) <= budget {
+		return out, "", err
+	}
+	tokens, subjects := merged.Spec.Tokens, merged.Spec.Subjects
+	total := len(tokens) + len(subjects)
+	try := func(n int) (*tkv1.RevocationList, []byte, error) {
+		rl := merged.DeepCopy()
+		rl.Spec.Subjects = subjects[:min(n, len(subjects))]
+		rl.Spec.Tokens = tokens[:max(0, n-len(subjects))]
+		rl.Annotations = map[string]string{policy.AnnotationRevocationsIncomplete: fmt.Sprintf("%d of %d token and subject revocations fit the bundle", n, total)}
+		b, err := render(rl)
+		return rl, b, err
+	}
+	// As many entries as fit (subjects first: "log out everywhere" covers most), guessed
+	// from the average entry size and narrowed by a few renders: each render of a large
+	// list costs tens of milliseconds, so no search over every count.
+	n := total * budget / len(out)
+	var b []byte
+	for {
+		_, b, err = try(n)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(b) <= budget || n == 0 {
+			break
+		}
+		n = min(n-1, n*budget/len(b)*99/100)
+	}
+	lo := n
+	return b, fmt.Sprintf("%d of %d token and subject revocations did not fit the bundle (1 MiB)", total-lo, total), nil
 }
 
 // stripStatus renders a manifest without status and creation timestamp noise.
@@ -281,7 +326,7 @@ func (r *TokenPolicyReconciler) applyBundle(ctx context.Context, tp *tkv1.TokenP
 }
 
 // setTokenPolicyStatus sets every condition, every time.
-func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, writeErr error) {
+func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, omitted string, writeErr error) {
 	s := &tp.Status
 	gen := tp.Generation
 	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
@@ -309,6 +354,15 @@ func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, writeErr error) 
 			strings.Join(insecure, "; ")+": fetched over plain http, anyone on the network path can substitute keys and forge tokens; use https")
 	} else {
 		set(tkv1.ConditionKeySourcesSecure, metav1.ConditionTrue, tkv1.ReasonSecureKeySources, "Every key source is local or fetched over https")
+	}
+	switch {
+	case writeErr != nil:
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionUnknown, tkv1.ReasonNotGathered, "The bundle was not written")
+	case omitted != "":
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionFalse, tkv1.ReasonRevocationsTruncated,
+			omitted+": keys are published; sidecars starting from the bundle alone stay unready until distribution delivers the rest")
+	default:
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionTrue, tkv1.ReasonRevocationsFit, "Every revocation fits the bundle")
 	}
 	switch {
 	case writeErr != nil:

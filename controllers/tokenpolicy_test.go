@@ -305,3 +305,64 @@ func TestAHangingIdPInOneNamespaceDelaysNoOtherNamespace(t *testing.T) {
 		return nil
 	})
 }
+
+func TestRevocationVolumeNeverStopsAKeyFromBeingPublished(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, operator.Options{})
+	// Three near-full RevocationLists: together far past a ConfigMap's 1 MiB.
+	exp := metav1.NewTime(time.Now().Add(24 * time.Hour).Truncate(time.Second))
+	for l := range 3 {
+		rl := &tkv1.RevocationList{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("big-%d", l)}}
+		for i := range 5000 {
+			rl.Spec.Tokens = append(rl.Spec.Tokens, tkv1.RevokedToken{JTI: fmt.Sprintf("%d-%06d-%s", l, i, strings.Repeat("j", 120)), ExpiresAt: exp})
+		}
+		create(t, rl)
+	}
+	create(t, newSigningKey(ns, "orders", withRotation(time.Hour, time.Second, 2*time.Hour)))
+	first := waitReady(t, ns, "orders", 20*time.Second).Status.ActiveKID
+	create(t, tokenPolicy(ns, "orders-api", tkv1.TrustedKeySource{SigningKeyRef: &tkv1.LocalObjectReference{Name: "orders"}}))
+	eventually(t, 30*time.Second, "a bundle with the key and a truncated revocations file", func() error {
+		data, err := bundle(ns, "orders-api")
+		if err != nil {
+			return err
+		}
+		if !contains(bundleKIDs(t, data), first) {
+			return fmt.Errorf("bundle lacks %s", first)
+		}
+		rl, err := policy.ParseRevocationList([]byte(data[policy.BundleRevocations]))
+		if err != nil {
+			return err
+		}
+		if rl.Annotations[policy.AnnotationRevocationsIncomplete] == "" || len(rl.Spec.Tokens) == 0 || len(rl.Spec.Tokens) >= 15000 {
+			return fmt.Errorf("revocations hold %d tokens, marker %q", len(rl.Spec.Tokens), rl.Annotations[policy.AnnotationRevocationsIncomplete])
+		}
+		return nil
+	})
+	c := condition(getTP(t, ns, "orders-api").Status.Conditions, tkv1.ConditionRevocationsComplete)
+	if c.Status != metav1.ConditionFalse || c.Reason != tkv1.ReasonRevocationsTruncated || !strings.Contains(c.Message, "of 15000 token and subject revocations did not fit") {
+		t.Errorf("RevocationsComplete = %+v", c)
+	}
+	// The key rotates and the new key is still published.
+	sk := getSK(t, ns, "orders")
+	sk.Annotations = map[string]string{tkv1.AnnotationRotateRequestedAt: time.Now().UTC().Format(time.RFC3339)}
+	if err := k8sClient.Update(context.Background(), sk); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the rotated key in the bundle", func() error {
+		next := getSK(t, ns, "orders").Status.ActiveKID
+		if next == first {
+			return fmt.Errorf("not rotated yet")
+		}
+		data, err := bundle(ns, "orders-api")
+		if err != nil {
+			return err
+		}
+		if !contains(bundleKIDs(t, data), next) {
+			return fmt.Errorf("bundle lacks the new key %s", next)
+		}
+		return nil
+	})
+	if r := condition(getTP(t, ns, "orders-api").Status.Conditions, tkv1.ConditionReady); r.Status != metav1.ConditionTrue {
+		t.Errorf("Ready = %+v", r)
+	}
+}
