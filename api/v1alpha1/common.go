@@ -54,18 +54,24 @@ const (
 	// anyone on the network path could substitute keys and so forge tokens.
 	ConditionKeySourcesSecure = "KeySourcesSecure"
 
-	ReasonResolved            = "Resolved"
-	ReasonSigningKeyNotFound  = "SigningKeyNotFound"
-	ReasonSigningKeyNotReady  = "SigningKeyNotReady"
-	ReasonJWKSUnreachable     = "JWKSUnreachable"
-	ReasonNoKeys              = "NoKeys"
-	ReasonBundleWritten       = "BundleWritten"
-	ReasonBundleWriteFailed   = "BundleWriteFailed"
-	ReasonRetentionTooShort   = "RetentionTooShort"
-	ReasonRetentionSufficient = "RetentionSufficient"
-	ReasonNoLifetimeCap       = "NoLifetimeCap"
-	ReasonInsecureJWKSURI     = "InsecureJWKSURI"
-	ReasonSecureKeySources    = "SecureKeySources"
+	ReasonResolved           = "Resolved"
+	ReasonSigningKeyNotFound = "SigningKeyNotFound"
+	ReasonSigningKeyNotReady = "SigningKeyNotReady"
+	ReasonJWKSUnreachable    = "JWKSUnreachable"
+	ReasonJWKSPending        = "JWKSPending"
+	// ConditionRevocationsComplete is False when the revocations that apply do not all fit
+	// the bundle ConfigMap.
+	ConditionRevocationsComplete = "RevocationsComplete"
+	ReasonRevocationsTruncated   = "RevocationsTruncated"
+	ReasonRevocationsFit         = "RevocationsFit"
+	ReasonNoKeys                 = "NoKeys"
+	ReasonBundleWritten          = "BundleWritten"
+	ReasonBundleWriteFailed      = "BundleWriteFailed"
+	ReasonRetentionTooShort      = "RetentionTooShort"
+	ReasonRetentionSufficient    = "RetentionSufficient"
+	ReasonNoLifetimeCap          = "NoLifetimeCap"
+	ReasonInsecureJWKSURI        = "InsecureJWKSURI"
+	ReasonSecureKeySources       = "SecureKeySources"
 
 	// LabelTokenPolicy marks the bundle ConfigMap rendered for a TokenPolicy.
 	LabelTokenPolicy = "tokenkeeper.dev/token-policy"

@@ -95,10 +95,24 @@ type TrustedKeySource struct {
 
 	// JWKSURI trusts a remote JWKS, such as an external IdP's or the cluster's
 	// service-account issuer's.
+	// The manager fetches it over https unless allowInsecureHTTP is set, and refuses
+	// loopback, link-local and cloud metadata addresses unless its
+	// --jwks-allow-local-addresses flag is set.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://[^?#]+')",message="jwksURI must be an http(s) URL"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/?#]*@')",message="jwksURI must not contain userinfo (user:password@)"
 	// +optional
 	JWKSURI string `json:"jwksURI,omitempty"`
+
+	// CABundle (PEM) is trusted instead of the system roots for an https jwksURI: a private IdP.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	CABundle string `json:"caBundle,omitempty"`
+
+	// AllowInsecureHTTP permits a plain http jwksURI (an in-cluster issuer that serves only
+	// http). Anyone on the network path can then substitute keys; KeySourcesSecure says so.
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
 // ClaimRequirement requires a claim to be present and, when values is set, to hold one of them

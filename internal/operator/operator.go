@@ -34,6 +34,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/controllers"
 	"github.com/tokenkeeper/tokenkeeper/internal/discovery"
 	"github.com/tokenkeeper/tokenkeeper/internal/inject"
+	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
 	"github.com/tokenkeeper/tokenkeeper/internal/keygen"
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
 	tkwebhook "github.com/tokenkeeper/tokenkeeper/internal/webhook"
@@ -74,6 +75,9 @@ type Options struct {
 	MutatingWebhookConfiguration string
 	// Inject configures the injected sidecar.
 	Inject inject.Config
+	// JWKSAllowLocalAddresses lets jwksURI fetches reach loopback, link-local and cloud
+	// metadata addresses, refused by default (SSRF).
+	JWKSAllowLocalAddresses bool
 }
 
 // Scheme knows the built-in kinds and tokenkeeper's.
@@ -152,10 +156,19 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		return nil, fmt.Errorf("setting up the SigningKey controller: %w", err)
 	}
 
+	fetcher := jwks.NewFetcher(jwks.FetcherOptions{
+		Policy: jwks.FetchPolicy{AllowLocalAddresses: o.JWKSAllowLocalAddresses},
+		Now:    o.Clock.Now,
+		Log:    ctrl.Log.WithName("jwks-fetcher"),
+	})
+	if err := mgr.Add(fetcher); err != nil {
+		return nil, err
+	}
 	tp := &controllers.TokenPolicyReconciler{
-		Client: mgr.GetClient(),
-		Clock:  o.Clock,
-		HTTP:   &http.Client{Timeout: 5 * time.Second},
+		Client:      mgr.GetClient(),
+		Clock:       o.Clock,
+		Fetcher:     fetcher,
+		Concurrency: o.Concurrency,
 	}
 	if err := tp.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the TokenPolicy controller: %w", err)
