@@ -251,13 +251,21 @@ func checkOwnOutput(pod *corev1.Pod, cfg Config) error {
 			in.probes = e.Value
 		}
 	}
-	if want := container(cfg, in); !equality.Semantic.DeepEqual(want, got) {
+	if want := container(cfg, in); !equality.Semantic.DeepEqual(want, withDefaultsOf(want, got)) {
 		return errors.New("spec.initContainers[0] is not the sidecar this webhook injects")
 	}
 	for _, want := range volumes(cfg, policy) {
 		found := false
 		for _, v := range pod.Spec.Volumes {
 			if v.Name == want.Name {
+				v := *v.DeepCopy()
+				// The API server defaults defaultMode (on a reinvocation the pod is defaulted).
+				if v.ConfigMap != nil && want.ConfigMap != nil && want.ConfigMap.DefaultMode == nil {
+					v.ConfigMap.DefaultMode = nil
+				}
+				if v.Projected != nil && want.Projected != nil && want.Projected.DefaultMode == nil {
+					v.Projected.DefaultMode = nil
+				}
 				found = equality.Semantic.DeepEqual(v, want)
 			}
 		}
@@ -266,6 +274,42 @@ func checkOwnOutput(pod *corev1.Pod, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// withDefaultsOf returns got with the fields the API server defaults reset to want's, where
+// want leaves them unset: when the API server calls the webhook again, the pod it sends has
+// been defaulted. Only defaulted fields are reset; anything a forger could add (a command,
+// another image, more args) still differs.
+func withDefaultsOf(want, got corev1.Container) corev1.Container {
+	got = *got.DeepCopy()
+	if want.TerminationMessagePath == "" {
+		got.TerminationMessagePath = ""
+	}
+	if want.TerminationMessagePolicy == "" {
+		got.TerminationMessagePolicy = ""
+	}
+	if want.ImagePullPolicy == "" {
+		got.ImagePullPolicy = ""
+	}
+	for _, pr := range []struct{ want, got *corev1.Probe }{
+		{want.StartupProbe, got.StartupProbe}, {want.ReadinessProbe, got.ReadinessProbe}, {want.LivenessProbe, got.LivenessProbe},
+	} {
+		if pr.want == nil || pr.got == nil {
+			continue
+		}
+		for _, f := range []struct{ want, got *int32 }{
+			{&pr.want.TimeoutSeconds, &pr.got.TimeoutSeconds}, {&pr.want.PeriodSeconds, &pr.got.PeriodSeconds},
+			{&pr.want.SuccessThreshold, &pr.got.SuccessThreshold}, {&pr.want.FailureThreshold, &pr.got.FailureThreshold},
+		} {
+			if *f.want == 0 {
+				*f.got = 0
+			}
+		}
+		if pr.want.HTTPGet != nil && pr.got.HTTPGet != nil && pr.want.HTTPGet.Scheme == "" {
+			pr.got.HTTPGet.Scheme = ""
+		}
+	}
+	return got
 }
 
 func appHasPort(pod *corev1.Pod, port int32) bool {
