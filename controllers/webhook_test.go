@@ -79,6 +79,28 @@ func TestAPIServerInjectsTheSidecarThroughTheManagersWebhook(t *testing.T) {
 	if stored.Annotations[inject.AnnotationStatus] != inject.StatusInjected || stored.Spec.Containers[0].Ports[0].Name != "app-http" {
 		t.Errorf("injection incomplete: annotations %v, app ports %v", stored.Annotations, stored.Spec.Containers[0].Ports)
 	}
+	if stored.Labels[inject.LabelPolicy] != "orders-api" {
+		t.Errorf("injected pod lacks label %s: %v", inject.LabelPolicy, stored.Labels)
+	}
+
+	// The webhook's own output, as the API server stored it (defaulted), is what a
+	// reinvocation sees: it is admitted unchanged. The same pod with a sidecar that does not
+	// verify is a forgery and must be refused by the API server calling the webhook.
+	copyOf := func(name string, change func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: stored.Annotations, Labels: stored.Labels}, Spec: *stored.Spec.DeepCopy()}
+		change(p)
+		return p
+	}
+	forgedSidecar := copyOf("forged-sidecar", func(p *corev1.Pod) {
+		p.Spec.InitContainers[0].Image = "busybox"
+		p.Spec.InitContainers[0].Command = []string{"sleep", "infinity"}
+	})
+	forgedStatus := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "forged-status", Annotations: map[string]string{
+			inject.AnnotationInject: "true", inject.AnnotationPolicy: "orders-api", inject.AnnotationStatus: inject.StatusInjected,
+		}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "shop/app:1", Ports: []corev1.ContainerPort{http}}}},
+	}
 
 	cases := []struct {
 		name string
@@ -86,8 +108,12 @@ func TestAPIServerInjectsTheSidecarThroughTheManagersWebhook(t *testing.T) {
 		want string // substring of the refusal, or "" when admitted unchanged
 	}{
 		{"a pod that does not opt in is admitted unchanged", pod("plain", nil, http), ""},
+		{"the webhook's own output, defaulted by the API server, is admitted as already injected", copyOf("own-output", func(*corev1.Pod) {}), ""},
 		{"a pod naming a missing TokenPolicy is refused", pod("nopolicy", map[string]string{inject.AnnotationInject: "true", inject.AnnotationPolicy: "missing"}, http), "TokenPolicy " + ns + "/missing does not exist"},
 		{"a pod with no port to protect is refused", pod("ambiguous", optIn, corev1.ContainerPort{Name: "a", ContainerPort: 1}, corev1.ContainerPort{Name: "b", ContainerPort: 2}), "set annotation tokenkeeper.dev/port"},
+		{"a pod with a forged sidecar is refused", forgedSidecar, "is not the sidecar this webhook injects"},
+		{"a pod whose status annotation claims a sidecar it lacks is refused", forgedStatus, "annotation tokenkeeper.dev/status=\"injected\" says the pod is injected"},
+		{"a hostNetwork pod is refused", func() *corev1.Pod { p := pod("hostnet", optIn, http); p.Spec.HostNetwork = true; return p }(), "spec.hostNetwork is true"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -96,7 +122,7 @@ func TestAPIServerInjectsTheSidecarThroughTheManagersWebhook(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(c.pod.Spec.InitContainers) != 0 {
+				if len(c.pod.Spec.InitContainers) != 0 && c.pod.Name != "own-output" {
 					t.Errorf("unexpected injection")
 				}
 				return

@@ -30,6 +30,7 @@ func main() {
 	flag.StringVar(&o.MutatingWebhookConfiguration, "mutating-webhook-configuration", "tokenkeeper-mutating-webhook", "MutatingWebhookConfiguration whose caBundle the manager keeps current.")
 	o.Inject = inject.DefaultConfig()
 	flag.StringVar(&o.Inject.Image, "sidecar-image", o.Inject.Image, "Image of the injected sidecar.")
+	flag.StringVar(&o.Inject.DistributionURL, "distribution-url", o.Inject.DistributionURL, "URL injected sidecars fetch keys and revocations from (empty: the bundle ConfigMap only).")
 	qps := flag.Float64("kube-api-qps", 50, "Queries per second to the API server (client-side limit).")
 	burst := flag.Int("kube-api-burst", 100, "Burst of queries to the API server.")
 	zo := zap.Options{}

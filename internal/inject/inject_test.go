@@ -111,7 +111,110 @@ func TestInjectedSidecarIsHardenedAndStartsFirst(t *testing.T) {
 	if out.Spec.Containers[0].Ports[0].Name != "app-http" || sc.Ports[0].Name != "http" {
 		t.Errorf("port not taken over: app %q, sidecar %q", out.Spec.Containers[0].Ports[0].Name, sc.Ports[0].Name)
 	}
-	if out.Spec.Containers[0].ReadinessProbe.HTTPGet.Port.StrVal != "app-http" {
-		t.Error("the app's own probe no longer reaches the app")
+	if h := out.Spec.Containers[0].ReadinessProbe.HTTPGet; h == nil || h.Path != "/app-health/orders/readyz" || h.Port.IntVal != DefaultConfig().AdminPort {
+		t.Errorf("the app's readiness probe does not go through the sidecar: %+v", h)
+	}
+}
+
+// A pod arriving with the sidecar must be exactly Mutate's output; anything else would run
+// unprotected while looking protected.
+func TestClaimedPodsAreAdmittedOnlyWhenTheyAreMutatesOwnOutput(t *testing.T) {
+	out, _, err := Mutate(readPod(t, "testdata/one-named-port.yaml"), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		change func(*corev1.Pod)
+		want   string // "" admits
+	}{
+		{"the webhook's own output, changed by a later webhook elsewhere, is admitted", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "OTEL", Value: "1"})
+			p.Labels["team"] = "shop"
+		}, ""},
+		{"a sidecar with another image is refused", func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "busybox" }, "is not the sidecar this webhook injects"},
+		{"a sidecar that does not verify is refused", func(p *corev1.Pod) { p.Spec.InitContainers[0].Args[4] = "--policy-name=open" }, "is not the sidecar this webhook injects"},
+		{"a sidecar with its loopback check switched off behind the annotation's back is refused", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Args = append(p.Spec.InitContainers[0].Args, "--allow-app-non-loopback")
+		}, "is not the sidecar this webhook injects"},
+		{"a sidecar proxying to a port the app does not have is refused", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Args[2] = "--upstream=http://127.0.0.1:9999"
+		}, "upstream port 9999 is no port of the app containers"},
+		{"a sidecar that is not the first init container is refused", func(p *corev1.Pod) {
+			p.Spec.InitContainers = append([]corev1.Container{{Name: "setup", Image: "busybox"}}, p.Spec.InitContainers...)
+		}, "is not the one container named"},
+		{"a second container named like the sidecar is refused", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ContainerName, Image: "busybox"})
+		}, "is not the one container named"},
+		{"a bundle volume from another ConfigMap is refused", func(p *corev1.Pod) {
+			p.Spec.Volumes[0].ConfigMap.Name = "forged-bundle"
+		}, "spec.volumes has no volume tokenkeeper-bundle"},
+		{"a policy label naming another policy is refused", func(p *corev1.Pod) { p.Labels[LabelPolicy] = "other" }, "label tokenkeeper.dev/policy"},
+		{"the sidecar without the status annotation is refused", func(p *corev1.Pod) { delete(p.Annotations, AnnotationStatus) }, "is named tokenkeeper-sidecar like the sidecar, but annotation tokenkeeper.dev/status"},
+		{"hostNetwork added after injection is refused", func(p *corev1.Pod) { p.Spec.HostNetwork = true }, "spec.hostNetwork is true"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := out.DeepCopy()
+			tc.change(p)
+			_, res, err := Mutate(p, DefaultConfig())
+			if tc.want == "" {
+				if err != nil || res.Injected || res.Skipped != "already injected" {
+					t.Fatalf("want it admitted as already injected, got %+v, %v", res, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want a refusal containing %q, got %+v, %v", tc.want, res, err)
+			}
+		})
+	}
+}
+
+func TestDistributionAddsTheProjectedTokenAndTheSidecarArgs(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DistributionURL = "https://tokenkeeper-distribution.tokenkeeper-system.svc:8443"
+	out, _, err := Mutate(readPod(t, "testdata/one-named-port.yaml"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := out.Spec.InitContainers[0]
+	args := strings.Join(sc.Args, " ")
+	for _, want := range []string{
+		"--distribution-url=" + cfg.DistributionURL,
+		"--distribution-token-file=/var/run/secrets/tokenkeeper.dev/distribution/token",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("sidecar args %q lack %s", args, want)
+		}
+	}
+	var vol *corev1.Volume
+	for i := range out.Spec.Volumes {
+		if out.Spec.Volumes[i].Name == "tokenkeeper-token" {
+			vol = &out.Spec.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Projected == nil || len(vol.Projected.Sources) != 1 {
+		t.Fatalf("no projected token volume: %+v", out.Spec.Volumes)
+	}
+	tok := vol.Projected.Sources[0].ServiceAccountToken
+	if tok == nil || tok.Audience != "tokenkeeper.dev/distribution" || tok.ExpirationSeconds == nil || *tok.ExpirationSeconds != 600 || tok.Path != "token" {
+		t.Errorf("projected token is not the contract's: %+v", tok)
+	}
+	mounted := false
+	for _, m := range sc.VolumeMounts {
+		mounted = mounted || (m.Name == "tokenkeeper-token" && m.MountPath == "/var/run/secrets/tokenkeeper.dev/distribution" && m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("token not mounted read-only: %+v", sc.VolumeMounts)
+	}
+	// The injected pod is still recognized as the webhook's own output.
+	if _, res, err := Mutate(out, cfg); err != nil || res.Skipped != "already injected" {
+		t.Errorf("reinjection: %+v, %v", res, err)
+	}
+	// Without a URL nothing of it appears.
+	plain, _, _ := Mutate(readPod(t, "testdata/one-named-port.yaml"), DefaultConfig())
+	if len(plain.Spec.Volumes) != 1 || strings.Contains(strings.Join(plain.Spec.InitContainers[0].Args, " "), "distribution") {
+		t.Errorf("distribution parts without a URL: %+v", plain.Spec.Volumes)
 	}
 }
