@@ -93,12 +93,15 @@ func (r *SigningKeyReconciler) setIssuerStatus(ctx context.Context, sk *tkv1.Sig
 		set(metav1.ConditionTrue, tkv1.ReasonIssuerOwner, fmt.Sprintf("The discovery server serves issuer %s with these keys", sk.Spec.Issuer))
 		return
 	}
-	was := meta.FindStatusCondition(s.Conditions, tkv1.ConditionIssuerOwned)
+	wasConflict := false // read before set, which changes the condition in place
+	if c := meta.FindStatusCondition(s.Conditions, tkv1.ConditionIssuerOwned); c != nil {
+		wasConflict = c.Reason == tkv1.ReasonIssuerConflict
+	}
 	s.ServedIssuer = ""
 	msg := fmt.Sprintf("Issuer %s (spec.issuer) is owned by another SigningKey that claimed it first; "+
 		"the discovery server does not serve this SigningKey's keys (the JWKS ConfigMap still holds them)", sk.Spec.Issuer)
 	set(metav1.ConditionFalse, tkv1.ReasonIssuerConflict, msg)
-	if was == nil || was.Reason != tkv1.ReasonIssuerConflict {
+	if !wasConflict {
 		r.Recorder.Eventf(sk, nil, corev1.EventTypeWarning, tkv1.ReasonIssuerConflict, "Publish", msg)
 		log.FromContext(ctx).Info("Refused an issuer already owned by another SigningKey", "issuer", sk.Spec.Issuer,
 			"owner", d.owner.Namespace+"/"+d.owner.Name)
