@@ -150,4 +150,3 @@ func TestAnIssuerHasExactlyOneOwnerWhateverTheSquattersDo(t *testing.T) {
 		return nil
 	})
 }
-
