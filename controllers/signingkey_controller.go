@@ -63,9 +63,10 @@ type SigningKeyReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=signingkeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=signingkeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=signingkeys/status,verbs=get;patch
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=revocationlists,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;update;patch
+// Outputs are written with server-side apply (patch; create when apply creates), never update.
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one SigningKey's keys up to date.
