@@ -56,7 +56,7 @@ func sourceOf(src tkv1.TrustedKeySource) jwks.Source {
 }
 
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies/status,verbs=get;patch
 
 // Reconcile renders one TokenPolicy's bundle.
 func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

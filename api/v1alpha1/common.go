@@ -19,6 +19,10 @@ const (
 	ConditionKeysValid = "KeysValid"
 	// ConditionPublished is True when the JWKS ConfigMap holds every live key.
 	ConditionPublished = "Published"
+	// ConditionIssuerOwned is True when this SigningKey owns spec.issuer and the discovery
+	// server serves its keys; False when another SigningKey claimed the issuer first. Absent
+	// without an issuer.
+	ConditionIssuerOwned = "IssuerOwned"
 )
 
 // Condition reasons, also used as Event reasons.
@@ -41,6 +45,8 @@ const (
 	ReasonPending             = "Pending"
 	ReasonNotGathered         = "NotGathered"
 	ReasonInvalidSpec         = "InvalidSpec"
+	ReasonIssuerOwner         = "IssuerOwner"
+	ReasonIssuerConflict      = "IssuerConflict"
 )
 
 // TokenPolicy condition types and reasons.

@@ -76,6 +76,20 @@ type TokenPolicySpec struct {
 	// +listType=atomic
 	// +optional
 	RevocationLists []LocalObjectReference `json:"revocationLists,omitempty"`
+
+	// NetworkPolicy makes the manager keep a NetworkPolicy that admits traffic to the pods
+	// injected with this policy only on the sidecar's ports. Off by default: it needs a CNI
+	// that enforces NetworkPolicies, and other NetworkPolicies selecting the same pods can
+	// still open other ports (NetworkPolicies add up).
+	// +optional
+	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// NetworkPolicySpec configures the NetworkPolicy the manager keeps for a TokenPolicy.
+type NetworkPolicySpec struct {
+	// Enabled creates the NetworkPolicy; false (the default) removes it.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
 }
 
 // LocalObjectReference names an object in the same namespace.

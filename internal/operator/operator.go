@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -132,8 +133,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		WebhookServer:                 webhookServer(o, tlsOpts, certProvider),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:    {Label: managed},
-			&corev1.ConfigMap{}: {Label: managed},
+			&corev1.Secret{}:              {Label: managed},
+			&corev1.ConfigMap{}:           {Label: managed},
+			&networkingv1.NetworkPolicy{}: {Label: managed},
 		}},
 	})
 	if err != nil {
@@ -172,6 +174,16 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 	}
 	if err := tp.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the TokenPolicy controller: %w", err)
+	}
+
+	// The sidecar's ports come from the injection configuration, the one source.
+	ports := o.Inject
+	if ports.ListenPort == 0 || ports.AdminPort == 0 {
+		ports = inject.DefaultConfig()
+	}
+	np := &controllers.NetworkPolicyReconciler{Client: mgr.GetClient(), ListenPort: ports.ListenPort, AdminPort: ports.AdminPort}
+	if err := np.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the NetworkPolicy controller: %w", err)
 	}
 
 	if o.WebhookPort != 0 {
