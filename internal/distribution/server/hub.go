@@ -33,6 +33,7 @@ const DeltaMinEntries = 256
 type Hub struct {
 	log *slog.Logger
 
+	buildMu sync.Mutex // one build at a time, so snapshots are published in version order
 	mu      sync.Mutex
 	version distribution.Version
 	synced  bool
@@ -149,10 +150,7 @@ func (h *Hub) MarkSynced() {
 		h.dirty[ns] = true
 	}
 	h.mu.Unlock()
-	select {
-	case h.wake <- struct{}{}:
-	default:
-	}
+	h.rebuildDirty() // at once: a poll after MarkSynced sees every policy
 }
 
 // Run rebuilds the snapshots of changed namespaces, one namespace at a time, so bursts of
@@ -170,6 +168,8 @@ func (h *Hub) Run(ctx context.Context) {
 
 // rebuildDirty builds every dirty namespace; exported to tests through Flush.
 func (h *Hub) rebuildDirty() {
+	h.buildMu.Lock()
+	defer h.buildMu.Unlock()
 	for {
 		h.mu.Lock()
 		if !h.synced || len(h.dirty) == 0 {

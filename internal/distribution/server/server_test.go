@@ -257,7 +257,7 @@ func TestALargeSetTravelsAsADeltaThatReproducesTheDigest(t *testing.T) {
 	_, first := poll(t, r.srv.URL, nil)
 	feed(r.hub, revList("13", append(jtis[1:], "new")...))
 
-	resp, err := http.Get(r.srv.URL + distribution.Path + ns + "/api?version=" + first.Token.String())
+	resp, err := http.Get(r.srv.URL + distribution.Path + ns + "/api?timeout=5&version=" + first.Token.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,8 @@ func TestALargeSetTravelsAsADeltaThatReproducesTheDigest(t *testing.T) {
 		t.Fatal("a delta applied to a base it was not computed from")
 	}
 	tampered := *first
-	tampered.Revocations.Tokens = tampered.Revocations.Tokens[1:]
+	// Lacks jti-00005, which the delta does not touch.
+	tampered.Revocations.Tokens = append(append([]tkv1.RevokedToken{}, first.Revocations.Tokens[:5]...), first.Revocations.Tokens[6:]...)
 	if _, err := distribution.Resolve(&m, &tampered); err == nil || !strings.Contains(err.Error(), "digest") {
 		t.Fatalf("a delta on a different set passed the digest check: %v", err)
 	}
@@ -307,12 +308,18 @@ func TestASubscriberThatNeverReadsDoesNotStallTheOthers(t *testing.T) {
 	fmt.Fprintf(conn, "GET %s%s/api HTTP/1.1\r\nHost: x\r\n\r\n", distribution.Path, ns)
 	time.Sleep(100 * time.Millisecond)
 
+	// Time to the answer's headers: decoding megabytes under -race is not the server's.
 	start := time.Now()
-	status, s := poll(t, r.srv.URL, nil)
-	if status != http.StatusOK || len(s.Revocations.Tokens) != len(jtis) {
-		t.Fatalf("another subscriber got %d", status)
+	resp, err := http.Get(r.srv.URL + distribution.Path + ns + "/api")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 400*time.Millisecond {
+	d := time.Since(start)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("another subscriber got %d", resp.StatusCode)
+	}
+	if d > 400*time.Millisecond {
 		t.Fatalf("another subscriber waited %v behind the one that never reads", d)
 	}
 }
