@@ -63,9 +63,10 @@ type SigningKeyReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=signingkeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=signingkeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=signingkeys/status,verbs=get;patch
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=revocationlists,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;update;patch
+// Outputs are written with server-side apply (patch; create when apply creates), never update.
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one SigningKey's keys up to date.
@@ -87,6 +88,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	now := r.Clock.Now()
 	original := sk.DeepCopy()
 	st := &statusBuilder{sk: sk, now: now}
+	var issuer issuerDecision
 	defer func() {
 		if err != nil {
 			var fe *failure
@@ -101,11 +103,15 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if st.skip {
 			return
 		}
+		r.setIssuerStatus(ctx, sk, issuer)
 		if perr := r.patchStatus(ctx, original, st.finish(err == nil)); perr != nil && err == nil {
 			err = perr
 		}
 	}()
 
+	if issuer, err = r.decideIssuer(ctx, sk); err != nil {
+		return ctrl.Result{}, err
+	}
 	in, err := r.gather(ctx, sk, now)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -374,11 +380,16 @@ func (r *SigningKeyReconciler) patchStatus(ctx context.Context, original, update
 // channel source, so a reconcile never waits for an RSA key.
 func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
 	r.keyReady = make(chan event.TypedGenericEvent[*tkv1.SigningKey], 1024)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tkv1.SigningKey{}, indexIssuerKey, issuerKeyOf); err != nil {
+		return fmt.Errorf("indexing SigningKeys by issuer: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tkv1.SigningKey{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.ConfigMap{}).
 		Watches(&tkv1.RevocationList{}, handler.EnqueueRequestsFromMapFunc(r.signingKeysInNamespace)).
+		// Other claimants of the same issuer: ownership is decided among them.
+		Watches(&tkv1.SigningKey{}, handler.EnqueueRequestsFromMapFunc(r.sameIssuer), builder.WithPredicates(issuerChanged)).
 		WatchesRawSource(source.Channel(r.keyReady, &handler.TypedEnqueueRequestForObject[*tkv1.SigningKey]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Named("signingkey").

@@ -94,6 +94,12 @@ type runningManager struct {
 
 func startManager(t *testing.T, o operator.Options) *runningManager {
 	t.Helper()
+	return startManagerWith(t, cfg, o)
+}
+
+// startManagerWith runs the manager with the rights of restCfg's user.
+func startManagerWith(t *testing.T, cfg *rest.Config, o operator.Options) *runningManager {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	o.MetricsAddr, o.ProbeAddr, o.SkipNameValidation = "0", "0", true
 	reg := prometheus.NewRegistry()

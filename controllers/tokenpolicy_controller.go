@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -21,9 +19,12 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	"sigs.k8s.io/yaml"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
@@ -32,81 +33,52 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/policy"
 )
 
-// Remote JWKS are re-fetched as their Cache-Control says, within these bounds.
-const (
-	minRemoteRefresh = time.Minute
-	maxRemoteRefresh = time.Hour
-	defRemoteRefresh = 5 * time.Minute
-)
-
 // TokenPolicyReconciler renders, for each TokenPolicy, the bundle its sidecars start from:
 // the policy, the public keys of every trusted source and the revocations that apply. It
 // keeps the bundle current as keys rotate and says in conditions what is wrong.
 type TokenPolicyReconciler struct {
 	Client client.Client
 	Clock  clock.PassiveClock
-	// HTTP fetches remote JWKS (jwksURI) with a timeout.
-	HTTP *http.Client
+	// Fetcher fetches remote JWKS (jwksURI) in the background: a reconcile only reads its
+	// cache, so a slow or hanging IdP delays nobody's bundle. Its change events requeue
+	// the policies that use a source.
+	Fetcher *jwks.Fetcher
+	// Concurrency is how many TokenPolicies reconcile at once (default 4).
+	Concurrency int
 
-	// remote caches fetched JWKS until their Cache-Control says to refetch, so that the
-	// reconciles every SigningKey change triggers do not each call the IdP.
-	mu     sync.Mutex
-	remote map[string]remoteEntry
+	events chan event.GenericEvent
 }
 
-type remoteEntry struct {
-	keys  []jose.JSONWebKey
-	until time.Time
-}
+func owner(tp client.ObjectKey) string { return tp.Namespace + "/" + tp.Name }
 
-// remoteKeys returns a remote JWKS's usable keys and when to fetch it again. Failures are
-// not cached: the reconcile retries after minRemoteRefresh.
-func (r *TokenPolicyReconciler) remoteKeys(ctx context.Context, uri string, allowed []string) ([]jose.JSONWebKey, time.Time, error) {
-	key := uri + "|" + strings.Join(allowed, ",")
-	now := r.Clock.Now()
-	r.mu.Lock()
-	e, ok := r.remote[key]
-	r.mu.Unlock()
-	if ok && now.Before(e.until) {
-		return e.keys, e.until, nil
-	}
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	keys, header, err := jwks.Fetch(fctx, r.HTTP, uri, allowed)
-	if err != nil {
-		return nil, now.Add(minRemoteRefresh), err
-	}
-	e = remoteEntry{keys: keys, until: now.Add(jwks.CacheLifetime(header, now, defRemoteRefresh, minRemoteRefresh, maxRemoteRefresh))}
-	r.mu.Lock()
-	if r.remote == nil {
-		r.remote = map[string]remoteEntry{}
-	}
-	r.remote[key] = e
-	r.mu.Unlock()
-	return keys, e.until, nil
+func sourceOf(src tkv1.TrustedKeySource) jwks.Source {
+	return jwks.Source{URI: src.JWKSURI, CABundle: src.CABundle, AllowInsecureHTTP: src.AllowInsecureHTTP}
 }
 
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies/status,verbs=get;patch
 
 // Reconcile renders one TokenPolicy's bundle.
 func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	tp := &tkv1.TokenPolicy{}
 	if err := r.Client.Get(ctx, req.NamespacedName, tp); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Fetcher.Track(owner(req.NamespacedName), nil)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !tp.DeletionTimestamp.IsZero() {
+		r.Fetcher.Track(owner(req.NamespacedName), nil)
 		return ctrl.Result{}, nil
 	}
 	original := tp.DeepCopy()
-	now := r.Clock.Now()
 
 	res := r.resolve(ctx, tp)
 	lists, err := r.revocationLists(ctx, tp)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	data, err := bundleData(tp, res.keys, lists)
+	data, omitted, err := bundleData(tp, res.keys, lists)
 	var writeErr error
 	if err == nil {
 		writeErr = r.applyBundle(ctx, tp, data)
@@ -114,19 +86,14 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		writeErr = err
 	}
 
-	setTokenPolicyStatus(tp, res, writeErr)
+	setTokenPolicyStatus(tp, res, omitted, writeErr)
 	if !equality.Semantic.DeepEqual(original.Status, tp.Status) {
 		if err := r.Client.Status().Patch(ctx, tp, client.MergeFrom(original)); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if writeErr != nil {
-		return ctrl.Result{}, writeErr
-	}
-	if res.refreshAt.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	return ctrl.Result{RequeueAfter: res.refreshAt.Sub(now)}, nil
+	// Remote keys changing requeue through the Fetcher's events, not a timer.
+	return ctrl.Result{}, writeErr
 }
 
 // resolution is what the trusted key sources gave.
@@ -135,11 +102,17 @@ type resolution struct {
 	problems  []string // KeysResolved=False when any
 	reason    string
 	retention []string // SigningKeys that drop retired keys too early
-	refreshAt time.Time
 }
 
 func (r *TokenPolicyReconciler) resolve(ctx context.Context, tp *tkv1.TokenPolicy) resolution {
 	var res resolution
+	var remotes []jwks.Source
+	for _, src := range tp.Spec.TrustedKeys {
+		if src.JWKSURI != "" {
+			remotes = append(remotes, sourceOf(src))
+		}
+	}
+	r.Fetcher.Track(owner(client.ObjectKeyFromObject(tp)), remotes)
 	seen := map[string]bool{}
 	add := func(ks []jose.JSONWebKey) {
 		for _, k := range ks {
@@ -179,15 +152,29 @@ func (r *TokenPolicyReconciler) resolve(ctx context.Context, tp *tkv1.TokenPolic
 				res.retention = append(res.retention, short)
 			}
 		case src.JWKSURI != "":
-			remote, until, err := r.remoteKeys(ctx, src.JWKSURI, allowedAlgorithms(tp))
+			field := fmt.Sprintf("trustedKeys[%d].jwksURI", i)
+			rs := sourceOf(src)
+			if err := rs.Check(); err != nil {
+				problem(tkv1.ReasonJWKSUnreachable, "%s: %v", field, err)
+				continue
+			}
+			e, ok := r.Fetcher.Get(rs)
+			switch {
+			case !ok || !e.Attempted:
+				problem(tkv1.ReasonJWKSPending, "%s: waiting for the first fetch", field)
+				continue
+			case e.Err != nil && e.Doc == nil:
+				problem(tkv1.ReasonJWKSUnreachable, "%s: %v", field, e.Err)
+				continue
+			case e.Err != nil:
+				problem(tkv1.ReasonJWKSUnreachable, "%s: %v; kept the keys fetched at %s", field, e.Err, e.FetchedAt.UTC().Format(time.RFC3339))
+			}
+			remote, err := e.Keys(allowedAlgorithms(tp))
 			if err != nil {
-				problem(tkv1.ReasonJWKSUnreachable, "trustedKeys[%d]: %v", i, err)
-			} else {
-				add(remote)
+				problem(tkv1.ReasonJWKSUnreachable, "%s: %v", field, err)
+				continue
 			}
-			if res.refreshAt.IsZero() || until.Before(res.refreshAt) {
-				res.refreshAt = until
-			}
+			add(remote)
 		}
 	}
 	return res
@@ -231,7 +218,8 @@ func (r *TokenPolicyReconciler) revocationLists(ctx context.Context, tp *tkv1.To
 }
 
 // bundleData renders the bundle's three files; revoked keys are left out of the JWKS.
-func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList) (map[string]string, error) {
+// omitted, when not empty, says which revocations did not fit.
+func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList) (data map[string]string, omitted string, err error) {
 	merged := policy.Merge(tp.Name, lists...)
 	revoked := map[string]bool{}
 	for _, k := range merged.Spec.Keys {
@@ -245,7 +233,7 @@ func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.Revo
 	}
 	set, err := jwks.Marshal(kept)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	manifest := &tkv1.TokenPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: tkv1.GroupVersion.String(), Kind: "TokenPolicy"},
@@ -254,14 +242,58 @@ func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.Revo
 	}
 	pol, err := yaml.Marshal(stripStatus(manifest))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	merged.Namespace = tp.Namespace
-	revs, err := yaml.Marshal(stripStatus(merged))
+	budget := maxBundleBytes - len(pol) - len(set)
+	revs, omitted, err := fitRevocations(merged, budget)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return map[string]string{policy.BundlePolicy: string(pol), policy.BundleJWKS: string(set), policy.BundleRevocations: string(revs)}, nil
+	return map[string]string{policy.BundlePolicy: string(pol), policy.BundleJWKS: string(set), policy.BundleRevocations: string(revs)}, omitted, nil
+}
+
+// maxBundleBytes is what the bundle's three files may take: a ConfigMap holds at most 1 MiB,
+// less room for keys other areas add (the distribution CA) and the object's metadata.
+const maxBundleBytes = 1<<20 - 32<<10
+
+// fitRevocations renders the merged revocations within budget bytes. Keys and policy come
+// first and are never cut: past the budget, subjects then tokens are dropped from the end
+// and the file is marked incomplete (policy.AnnotationRevocationsIncomplete), so revocation
+// volume can never stop a key from being published. omitted says what was left out.
+func fitRevocations(merged *tkv1.RevocationList, budget int) ([]byte, string, error) {
+	render := func(rl *tkv1.RevocationList) ([]byte, error) { return yaml.Marshal(stripStatus(rl)) }
+	out, err := render(merged)
+	if err != nil || len(out) <= budget {
+		return out, "", err
+	}
+	tokens, subjects := merged.Spec.Tokens, merged.Spec.Subjects
+	total := len(tokens) + len(subjects)
+	try := func(n int) (*tkv1.RevocationList, []byte, error) {
+		rl := merged.DeepCopy()
+		rl.Spec.Subjects = subjects[:min(n, len(subjects))]
+		rl.Spec.Tokens = tokens[:max(0, n-len(subjects))]
+		rl.Annotations = map[string]string{policy.AnnotationRevocationsIncomplete: fmt.Sprintf("%d of %d token and subject revocations fit the bundle", n, total)}
+		b, err := render(rl)
+		return rl, b, err
+	}
+	// As many entries as fit (subjects first: "log out everywhere" covers most), guessed
+	// from the average entry size and narrowed by a few renders: each render of a large
+	// list costs tens of milliseconds, so no search over every count.
+	n := total * budget / len(out)
+	var b []byte
+	for {
+		_, b, err = try(n)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(b) <= budget || n == 0 {
+			break
+		}
+		n = min(n-1, n*budget/len(b)*99/100)
+	}
+	lo := n
+	return b, fmt.Sprintf("%d of %d token and subject revocations did not fit the bundle (1 MiB)", total-lo, total), nil
 }
 
 // stripStatus renders a manifest without status and creation timestamp noise.
@@ -294,7 +326,7 @@ func (r *TokenPolicyReconciler) applyBundle(ctx context.Context, tp *tkv1.TokenP
 }
 
 // setTokenPolicyStatus sets every condition, every time.
-func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, writeErr error) {
+func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, omitted string, writeErr error) {
 	s := &tp.Status
 	gen := tp.Generation
 	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
@@ -322,6 +354,15 @@ func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, writeErr error) 
 			strings.Join(insecure, "; ")+": fetched over plain http, anyone on the network path can substitute keys and forge tokens; use https")
 	} else {
 		set(tkv1.ConditionKeySourcesSecure, metav1.ConditionTrue, tkv1.ReasonSecureKeySources, "Every key source is local or fetched over https")
+	}
+	switch {
+	case writeErr != nil:
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionUnknown, tkv1.ReasonNotGathered, "The bundle was not written")
+	case omitted != "":
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionFalse, tkv1.ReasonRevocationsTruncated,
+			omitted+": keys are published; sidecars starting from the bundle alone stay unready until distribution delivers the rest")
+	default:
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionTrue, tkv1.ReasonRevocationsFit, "Every revocation fits the bundle")
 	}
 	switch {
 	case writeErr != nil:
@@ -356,10 +397,23 @@ func allowedAlgorithms(tp *tkv1.TokenPolicy) []string {
 // SetupWithManager watches what a bundle is made of: the policy, SigningKeys and their JWKS
 // ConfigMaps, RevocationLists, and the bundle itself.
 func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.HTTP == nil {
-		return errors.New("TokenPolicyReconciler needs an HTTP client")
+	if r.Fetcher == nil {
+		return errors.New("TokenPolicyReconciler needs a JWKS Fetcher")
 	}
+	if r.Concurrency <= 0 {
+		r.Concurrency = 4
+	}
+	r.events = make(chan event.GenericEvent, 1024)
+	r.Fetcher.Subscribe(func(_ jwks.Source, owners []string) {
+		for _, o := range owners {
+			ns, name, _ := strings.Cut(o, "/")
+			tp := &tkv1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			r.events <- event.GenericEvent{Object: tp}
+		}
+	})
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
+		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
 		For(&tkv1.TokenPolicy{}).
 		Owns(&corev1.ConfigMap{}).
 		Watches(&tkv1.SigningKey{}, handler.EnqueueRequestsFromMapFunc(r.policiesInNamespace)).
@@ -390,12 +444,13 @@ func (r *TokenPolicyReconciler) policiesForJWKS(ctx context.Context, obj client.
 	return r.policiesInNamespace(ctx, obj)
 }
 
-// insecureKeySources names the jwksURIs fetched over plain http. They stay allowed (an
-// in-cluster issuer may serve only http), but the policy says what that costs.
+// insecureKeySources names the jwksURIs fetched over plain http: those opted in with
+// allowInsecureHTTP (an in-cluster issuer may serve only http); the policy says what that
+// costs. Plain http without the opt-in is not fetched at all (KeysResolved says so).
 func insecureKeySources(srcs []tkv1.TrustedKeySource) []string {
 	var out []string
 	for i, src := range srcs {
-		if jwks.PlainHTTP(src.JWKSURI) {
+		if jwks.PlainHTTP(src.JWKSURI) && src.AllowInsecureHTTP {
 			out = append(out, fmt.Sprintf("trustedKeys[%d].jwksURI %s", i, src.JWKSURI))
 		}
 	}

@@ -11,8 +11,9 @@ func TestInsecureKeySourcesNamesPlainHTTPOnly(t *testing.T) {
 	got := insecureKeySources([]tkv1.TrustedKeySource{
 		{SigningKeyRef: &tkv1.LocalObjectReference{Name: "local"}},
 		{JWKSURI: "https://idp.example/jwks"},
-		{JWKSURI: "HTTP://idp.example/jwks"},
-		{JWKSURI: "http://tokenkeeper-discovery.tokenkeeper-system.svc/ns/sk/.well-known/jwks.json"},
+		{JWKSURI: "HTTP://idp.example/jwks", AllowInsecureHTTP: true},
+		{JWKSURI: "http://tokenkeeper-discovery.tokenkeeper-system.svc/ns/sk/.well-known/jwks.json", AllowInsecureHTTP: true},
+		{JWKSURI: "http://refused.example/jwks"}, // not fetched at all: KeysResolved says so
 	})
 	want := []string{"trustedKeys[2].jwksURI HTTP://idp.example/jwks",
 		"trustedKeys[3].jwksURI http://tokenkeeper-discovery.tokenkeeper-system.svc/ns/sk/.well-known/jwks.json"}

@@ -138,7 +138,7 @@ func TestTokenPolicyConditionsSayWhatIsWrong(t *testing.T) {
 	// A missing SigningKey and an unreachable IdP.
 	create(t, tokenPolicy(ns, "broken",
 		tkv1.TrustedKeySource{SigningKeyRef: &tkv1.LocalObjectReference{Name: "nowhere"}},
-		tkv1.TrustedKeySource{JWKSURI: "http://127.0.0.1:1/jwks.json"}))
+		tkv1.TrustedKeySource{JWKSURI: "http://127.0.0.1:1/jwks.json", AllowInsecureHTTP: true}))
 
 	eventually(t, 20*time.Second, "the retention warning", func() error {
 		c := condition(getTP(t, ns, "short-retention").Status.Conditions, tkv1.ConditionRetentionCoversTokens)
@@ -150,7 +150,7 @@ func TestTokenPolicyConditionsSayWhatIsWrong(t *testing.T) {
 	eventually(t, 20*time.Second, "the resolution problems", func() error {
 		tp := getTP(t, ns, "broken")
 		c := condition(tp.Status.Conditions, tkv1.ConditionKeysResolved)
-		if c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "SigningKey nowhere: not found") || !strings.Contains(c.Message, "127.0.0.1:1") {
+		if c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "SigningKey nowhere: not found") || !strings.Contains(c.Message, "trustedKeys[1].jwksURI: refused: the address is loopback") {
 			return fmt.Errorf("KeysResolved %+v", c)
 		}
 		if r := condition(tp.Status.Conditions, tkv1.ConditionReady); r.Status != metav1.ConditionFalse || r.Reason != tkv1.ReasonNoKeys {
@@ -162,7 +162,7 @@ func TestTokenPolicyConditionsSayWhatIsWrong(t *testing.T) {
 
 func TestTokenPolicyBundlesRemoteJWKSAndRevocations(t *testing.T) {
 	ns := newNamespace(t)
-	startManager(t, operator.Options{})
+	startManager(t, operator.Options{JWKSAllowLocalAddresses: true})
 	idpKey, err := keys.Generate(nil, keys.Params{Algorithm: "RS256"})
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestTokenPolicyBundlesRemoteJWKSAndRevocations(t *testing.T) {
 	}))
 	defer idp.Close()
 
-	create(t, tokenPolicy(ns, "external", tkv1.TrustedKeySource{JWKSURI: idp.URL + "/jwks.json"}))
+	create(t, tokenPolicy(ns, "external", tkv1.TrustedKeySource{JWKSURI: idp.URL + "/jwks.json", AllowInsecureHTTP: true}))
 	eventually(t, 20*time.Second, "the IdP key in the bundle", func() error {
 		data, err := bundle(ns, "external")
 		if err != nil {
@@ -220,5 +220,149 @@ func TestTokenPolicyBundlesRemoteJWKSAndRevocations(t *testing.T) {
 	// The reconciles the RevocationList triggered reused the fetched set (max-age=300).
 	if n := hits.Load(); n != 1 {
 		t.Errorf("the IdP was asked %d times, want once within its max-age", n)
+	}
+}
+
+func TestAHangingIdPInOneNamespaceDelaysNoOtherNamespace(t *testing.T) {
+	nsA, nsB := newNamespace(t), newNamespace(t)
+	release := make(chan struct{})
+	var asked atomic.Int32
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		select { // never answers while the test runs
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	startManager(t, operator.Options{JWKSAllowLocalAddresses: true})
+	// Namespace A: many policies on the hanging IdP, created first.
+	for i := range 8 {
+		create(t, tokenPolicy(nsA, fmt.Sprintf("hang-%d", i), tkv1.TrustedKeySource{JWKSURI: fmt.Sprintf("%s/jwks-%d", hang.URL, i), AllowInsecureHTTP: true}))
+	}
+	eventually(t, 10*time.Second, "the hanging fetches under way", func() error {
+		if asked.Load() == 0 {
+			return fmt.Errorf("not asked yet")
+		}
+		return nil
+	})
+	hangStart := time.Now()
+
+	// Namespace B: a SigningKey policy, ready and rotated while A's fetches still hang.
+	create(t, newSigningKey(nsB, "orders", withRotation(time.Hour, time.Second, 2*time.Hour)))
+	first := waitReady(t, nsB, "orders", 20*time.Second).Status.ActiveKID
+	create(t, tokenPolicy(nsB, "orders-api", tkv1.TrustedKeySource{SigningKeyRef: &tkv1.LocalObjectReference{Name: "orders"}}))
+	start := time.Now()
+	eventually(t, 20*time.Second, "B's bundle", func() error {
+		data, err := bundle(nsB, "orders-api")
+		if err != nil {
+			return err
+		}
+		if !contains(bundleKIDs(t, data), first) {
+			return fmt.Errorf("bundle lacks %s", first)
+		}
+		return nil
+	})
+	ready := time.Since(start)
+	sk := getSK(t, nsB, "orders")
+	if sk.Annotations == nil {
+		sk.Annotations = map[string]string{}
+	}
+	sk.Annotations[tkv1.AnnotationRotateRequestedAt] = time.Now().UTC().Format(time.RFC3339)
+	if err := k8sClient.Update(context.Background(), sk); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	eventually(t, 20*time.Second, "B's rotated key in its bundle", func() error {
+		next := getSK(t, nsB, "orders").Status.ActiveKID
+		if next == "" || next == first {
+			return fmt.Errorf("no new key yet")
+		}
+		data, err := bundle(nsB, "orders-api")
+		if err != nil {
+			return err
+		}
+		if !contains(bundleKIDs(t, data), next) {
+			return fmt.Errorf("bundle lacks the new key %s", next)
+		}
+		return nil
+	})
+	rotated := time.Since(start)
+	t.Logf("B's bundle in %v, its rotated key in %v, while A's IdP hung for %v", ready, rotated, time.Since(hangStart))
+	if hung := time.Since(hangStart); hung >= jwks.DefaultFetchTimeout {
+		t.Errorf("A's fetches timed out (%v) before B was measured: the test proves nothing", hung)
+	}
+	if ready > time.Second || rotated > 3*time.Second {
+		t.Errorf("B waited: bundle after %v (want under 1s), rotation after %v", ready, rotated)
+	}
+	// A's policies say what is wrong without naming what answered.
+	eventually(t, 20*time.Second, "A's condition", func() error {
+		c := condition(getTP(t, nsA, "hang-0").Status.Conditions, tkv1.ConditionKeysResolved)
+		if c.Status != metav1.ConditionFalse || (c.Message != "trustedKeys[0].jwksURI: timed out" && c.Message != "trustedKeys[0].jwksURI: waiting for the first fetch") {
+			return fmt.Errorf("KeysResolved %+v", c)
+		}
+		return nil
+	})
+}
+
+func TestRevocationVolumeNeverStopsAKeyFromBeingPublished(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, operator.Options{})
+	// Three near-full RevocationLists: together far past a ConfigMap's 1 MiB.
+	exp := metav1.NewTime(time.Now().Add(24 * time.Hour).Truncate(time.Second))
+	for l := range 3 {
+		rl := &tkv1.RevocationList{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("big-%d", l)}}
+		for i := range 5000 {
+			rl.Spec.Tokens = append(rl.Spec.Tokens, tkv1.RevokedToken{JTI: fmt.Sprintf("%d-%06d-%s", l, i, strings.Repeat("j", 120)), ExpiresAt: exp})
+		}
+		create(t, rl)
+	}
+	create(t, newSigningKey(ns, "orders", withRotation(time.Hour, time.Second, 2*time.Hour)))
+	first := waitReady(t, ns, "orders", 20*time.Second).Status.ActiveKID
+	create(t, tokenPolicy(ns, "orders-api", tkv1.TrustedKeySource{SigningKeyRef: &tkv1.LocalObjectReference{Name: "orders"}}))
+	eventually(t, 30*time.Second, "a bundle with the key and a truncated revocations file", func() error {
+		data, err := bundle(ns, "orders-api")
+		if err != nil {
+			return err
+		}
+		if !contains(bundleKIDs(t, data), first) {
+			return fmt.Errorf("bundle lacks %s", first)
+		}
+		rl, err := policy.ParseRevocationList([]byte(data[policy.BundleRevocations]))
+		if err != nil {
+			return err
+		}
+		if rl.Annotations[policy.AnnotationRevocationsIncomplete] == "" || len(rl.Spec.Tokens) == 0 || len(rl.Spec.Tokens) >= 15000 {
+			return fmt.Errorf("revocations hold %d tokens, marker %q", len(rl.Spec.Tokens), rl.Annotations[policy.AnnotationRevocationsIncomplete])
+		}
+		return nil
+	})
+	c := condition(getTP(t, ns, "orders-api").Status.Conditions, tkv1.ConditionRevocationsComplete)
+	if c.Status != metav1.ConditionFalse || c.Reason != tkv1.ReasonRevocationsTruncated || !strings.Contains(c.Message, "of 15000 token and subject revocations did not fit") {
+		t.Errorf("RevocationsComplete = %+v", c)
+	}
+	// The key rotates and the new key is still published.
+	sk := getSK(t, ns, "orders")
+	sk.Annotations = map[string]string{tkv1.AnnotationRotateRequestedAt: time.Now().UTC().Format(time.RFC3339)}
+	if err := k8sClient.Update(context.Background(), sk); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the rotated key in the bundle", func() error {
+		next := getSK(t, ns, "orders").Status.ActiveKID
+		if next == first {
+			return fmt.Errorf("not rotated yet")
+		}
+		data, err := bundle(ns, "orders-api")
+		if err != nil {
+			return err
+		}
+		if !contains(bundleKIDs(t, data), next) {
+			return fmt.Errorf("bundle lacks the new key %s", next)
+		}
+		return nil
+	})
+	if r := condition(getTP(t, ns, "orders-api").Status.Conditions, tkv1.ConditionReady); r.Status != metav1.ConditionTrue {
+		t.Errorf("Ready = %+v", r)
 	}
 }

@@ -45,7 +45,10 @@ type WebhookCertReconciler struct {
 	MutatingWebhookConfigurations []string
 }
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;patch
+// The caBundle is written only to the manager's own webhook configuration (its name in
+// config/default, after kustomize's namePrefix); list and watch cannot be narrowed by name.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;patch,resourceNames=tokenkeeper-mutating-webhook
 
 // Reconcile makes the certificates current and the caBundles match.
 func (r *WebhookCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {

@@ -19,6 +19,10 @@ const (
 	ConditionKeysValid = "KeysValid"
 	// ConditionPublished is True when the JWKS ConfigMap holds every live key.
 	ConditionPublished = "Published"
+	// ConditionIssuerOwned is True when this SigningKey owns spec.issuer and the discovery
+	// server serves its keys; False when another SigningKey claimed the issuer first. Absent
+	// without an issuer.
+	ConditionIssuerOwned = "IssuerOwned"
 )
 
 // Condition reasons, also used as Event reasons.
@@ -41,6 +45,8 @@ const (
 	ReasonPending             = "Pending"
 	ReasonNotGathered         = "NotGathered"
 	ReasonInvalidSpec         = "InvalidSpec"
+	ReasonIssuerOwner         = "IssuerOwner"
+	ReasonIssuerConflict      = "IssuerConflict"
 )
 
 // TokenPolicy condition types and reasons.
@@ -54,18 +60,24 @@ const (
 	// anyone on the network path could substitute keys and so forge tokens.
 	ConditionKeySourcesSecure = "KeySourcesSecure"
 
-	ReasonResolved            = "Resolved"
-	ReasonSigningKeyNotFound  = "SigningKeyNotFound"
-	ReasonSigningKeyNotReady  = "SigningKeyNotReady"
-	ReasonJWKSUnreachable     = "JWKSUnreachable"
-	ReasonNoKeys              = "NoKeys"
-	ReasonBundleWritten       = "BundleWritten"
-	ReasonBundleWriteFailed   = "BundleWriteFailed"
-	ReasonRetentionTooShort   = "RetentionTooShort"
-	ReasonRetentionSufficient = "RetentionSufficient"
-	ReasonNoLifetimeCap       = "NoLifetimeCap"
-	ReasonInsecureJWKSURI     = "InsecureJWKSURI"
-	ReasonSecureKeySources    = "SecureKeySources"
+	ReasonResolved           = "Resolved"
+	ReasonSigningKeyNotFound = "SigningKeyNotFound"
+	ReasonSigningKeyNotReady = "SigningKeyNotReady"
+	ReasonJWKSUnreachable    = "JWKSUnreachable"
+	ReasonJWKSPending        = "JWKSPending"
+	// ConditionRevocationsComplete is False when the revocations that apply do not all fit
+	// the bundle ConfigMap.
+	ConditionRevocationsComplete = "RevocationsComplete"
+	ReasonRevocationsTruncated   = "RevocationsTruncated"
+	ReasonRevocationsFit         = "RevocationsFit"
+	ReasonNoKeys                 = "NoKeys"
+	ReasonBundleWritten          = "BundleWritten"
+	ReasonBundleWriteFailed      = "BundleWriteFailed"
+	ReasonRetentionTooShort      = "RetentionTooShort"
+	ReasonRetentionSufficient    = "RetentionSufficient"
+	ReasonNoLifetimeCap          = "NoLifetimeCap"
+	ReasonInsecureJWKSURI        = "InsecureJWKSURI"
+	ReasonSecureKeySources       = "SecureKeySources"
 
 	// LabelTokenPolicy marks the bundle ConfigMap rendered for a TokenPolicy.
 	LabelTokenPolicy = "tokenkeeper.dev/token-policy"

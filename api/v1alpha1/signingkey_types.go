@@ -139,6 +139,12 @@ type SigningKeyStatus struct {
 	// NextTransitionTime is when the next key state change is due.
 	// +optional
 	NextTransitionTime *metav1.Time `json:"nextTransitionTime,omitempty"`
+	// ServedIssuer is the issuer the manager's discovery server serves this SigningKey's
+	// keys under. It is set once this SigningKey owns spec.issuer (no other SigningKey, in
+	// any namespace, claimed it first) and is the record that keeps the ownership across
+	// manager restarts. Empty while another SigningKey owns the issuer.
+	// +optional
+	ServedIssuer string `json:"servedIssuer,omitempty"`
 	// SecretName is the Secret holding the private keys.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`

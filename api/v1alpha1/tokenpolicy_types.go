@@ -76,6 +76,20 @@ type TokenPolicySpec struct {
 	// +listType=atomic
 	// +optional
 	RevocationLists []LocalObjectReference `json:"revocationLists,omitempty"`
+
+	// NetworkPolicy makes the manager keep a NetworkPolicy that admits traffic to the pods
+	// injected with this policy only on the sidecar's ports. Off by default: it needs a CNI
+	// that enforces NetworkPolicies, and other NetworkPolicies selecting the same pods can
+	// still open other ports (NetworkPolicies add up).
+	// +optional
+	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// NetworkPolicySpec configures the NetworkPolicy the manager keeps for a TokenPolicy.
+type NetworkPolicySpec struct {
+	// Enabled creates the NetworkPolicy; false (the default) removes it.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
 }
 
 // LocalObjectReference names an object in the same namespace.
@@ -95,10 +109,24 @@ type TrustedKeySource struct {
 
 	// JWKSURI trusts a remote JWKS, such as an external IdP's or the cluster's
 	// service-account issuer's.
+	// The manager fetches it over https unless allowInsecureHTTP is set, and refuses
+	// loopback, link-local and cloud metadata addresses unless its
+	// --jwks-allow-local-addresses flag is set.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^https?://[^?#]+')",message="jwksURI must be an http(s) URL"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-zA-Z]+://[^/?#]*@')",message="jwksURI must not contain userinfo (user:password@)"
 	// +optional
 	JWKSURI string `json:"jwksURI,omitempty"`
+
+	// CABundle (PEM) is trusted instead of the system roots for an https jwksURI: a private IdP.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	CABundle string `json:"caBundle,omitempty"`
+
+	// AllowInsecureHTTP permits a plain http jwksURI (an in-cluster issuer that serves only
+	// http). Anyone on the network path can then substitute keys; KeySourcesSecure says so.
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
 // ClaimRequirement requires a claim to be present and, when values is set, to hold one of them

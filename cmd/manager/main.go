@@ -20,7 +20,8 @@ func main() {
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so only one replica writes.")
 	flag.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's).")
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "Serve HTTP/2 on TLS endpoints (off by default).")
-	flag.IntVar(&o.Concurrency, "concurrency", 4, "SigningKeys reconciled at once.")
+	flag.IntVar(&o.Concurrency, "concurrency", 4, "SigningKeys (and TokenPolicies) reconciled at once.")
+	flag.BoolVar(&o.JWKSAllowLocalAddresses, "jwks-allow-local-addresses", false, "Let jwksURI fetches reach loopback, link-local and cloud metadata addresses (refused by default).")
 	flag.IntVar(&o.KeygenWorkers, "keygen-workers", 0, "RSA keys generated at once in the background (0: CPUs - 1, at least 1).")
 	flag.IntVar(&o.WebhookPort, "webhook-port", 9443, "Port of the admission webhooks (0 disables them).")
 	flag.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace the manager runs in (default $POD_NAMESPACE).")
@@ -29,7 +30,7 @@ func main() {
 	flag.StringVar(&o.MutatingWebhookConfiguration, "mutating-webhook-configuration", "tokenkeeper-mutating-webhook", "MutatingWebhookConfiguration whose caBundle the manager keeps current.")
 	o.Inject = inject.DefaultConfig()
 	flag.StringVar(&o.Inject.Image, "sidecar-image", o.Inject.Image, "Image of the injected sidecar.")
-	flag.StringVar(&o.Inject.DistributionURL, "distribution-url", o.Inject.DistributionURL, "URL of the manager's push distribution server that injected sidecars connect to (empty: no distribution).")
+	flag.StringVar(&o.Inject.DistributionURL, "distribution-url", o.Inject.DistributionURL, "URL injected sidecars fetch keys and revocations from (empty: the bundle ConfigMap only).")
 	qps := flag.Float64("kube-api-qps", 50, "Queries per second to the API server (client-side limit).")
 	burst := flag.Int("kube-api-burst", 100, "Burst of queries to the API server.")
 	zo := zap.Options{}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -82,15 +81,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// match picks the issuer whose URL path is base, preferring one whose host is the request's.
+// match picks the issuer whose key is the request's host and path. A request on another host
+// (the manager's Service name, say) gets the first issuer with that path: the Source lists
+// owners earliest claim first, so a later issuer on another host never displaces it.
 func match(issuers []Issuer, host, base string) *Issuer {
+	want := requestKey(host, base)
 	var byPath *Issuer
 	for i := range issuers {
-		u, err := url.Parse(issuers[i].URL)
-		if err != nil || strings.TrimSuffix(u.Path, "/") != base {
+		k, err := IssuerKey(issuers[i].URL)
+		if err != nil || k.Path != want.Path {
 			continue
 		}
-		if strings.EqualFold(u.Host, host) {
+		if k.Host == want.Host {
 			return &issuers[i]
 		}
 		if byPath == nil {

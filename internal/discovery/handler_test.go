@@ -166,6 +166,22 @@ func TestHandler(t *testing.T) {
 			wantCache: "public, max-age=300",
 		},
 		{
+			name:      "the request's host is matched without a default port",
+			source:    serving(issuer(alpha), issuer(beta)),
+			target:    "http://beta.example.com:443/shared/.well-known/jwks.json",
+			wantCode:  http.StatusOK,
+			wantBody:  jwksBody(beta),
+			wantCache: "public, max-age=300",
+		},
+		{
+			name:      "dot segments in the request path are cleaned as in the issuer's",
+			source:    serving(issuer(blue), issuer(green)),
+			target:    "http://auth.example.com/tenants/x/../green/.well-known/jwks.json",
+			wantCode:  http.StatusOK,
+			wantBody:  jwksBody(green),
+			wantCache: "public, max-age=300",
+		},
+		{
 			name:     "a path that is no well-known document is not found",
 			source:   serving(issuer(root)),
 			target:   "http://root.example.com/metrics",

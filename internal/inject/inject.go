@@ -15,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
-
-	"github.com/tokenkeeper/tokenkeeper/internal/sidecar"
 )
 
 // Annotations a pod opts in with, and the one the webhook leaves behind.
@@ -29,12 +27,13 @@ const (
 	// AnnotationStatus marks an injected pod, so injecting again changes nothing.
 	AnnotationStatus = "tokenkeeper.dev/status"
 	StatusInjected   = "injected"
-	// AnnotationAllowNonLoopback "true" lets the sidecar become ready although the app port
-	// listens beyond loopback (then only a NetworkPolicy keeps other pods off the app).
+	// AnnotationAllowNonLoopback "true" lets the app listen beyond 127.0.0.1 (sidecar flag
+	// --allow-app-non-loopback): the app is then reachable around the sidecar unless a
+	// NetworkPolicy blocks it.
 	AnnotationAllowNonLoopback = "tokenkeeper.dev/allow-app-non-loopback"
-	// LabelPolicy names the TokenPolicy on each injected pod, so the manager's per-policy
-	// NetworkPolicy can select them.
-	LabelPolicy = "tokenkeeper.dev/policy"
+	// LabelPolicy (the same key as AnnotationPolicy, as a label) selects a policy's
+	// injected pods, for the manager's NetworkPolicy.
+	LabelPolicy = AnnotationPolicy
 )
 
 // Names of what Mutate adds.
@@ -42,15 +41,14 @@ const (
 	ContainerName = "tokenkeeper-sidecar"
 	VolumeName    = "tokenkeeper-bundle"
 	BundleMount   = "/etc/tokenkeeper/bundle"
-	// The projected ServiceAccount token the sidecar presents to the distribution server.
-	TokenVolumeName     = "tokenkeeper-token"
-	TokenMount          = "/var/run/secrets/tokenkeeper.dev/distribution"
-	DistributionAud     = "tokenkeeper.dev/distribution"
-	tokenExpirySeconds  = 600
-	adminPortName       = "tk-admin"
-	appHealthPathPrefix = "/app-health/"
-	// sidecarBinary is the sidecar image's entrypoint, which the readiness exec probe runs.
-	sidecarBinary = "/sidecar"
+	// AppProbesEnv passes the app's original probes to the sidecar (JSON, keyed by the
+	// admin path each probe now calls).
+	AppProbesEnv = "TOKENKEEPER_APP_PROBES"
+	// The projected ServiceAccount token the sidecar shows the distribution server.
+	DistributionVolume   = "tokenkeeper-token"
+	DistributionMount    = "/var/run/secrets/tokenkeeper.dev/distribution"
+	DistributionAudience = "tokenkeeper.dev/distribution"
+	distributionTokenTTL = int64(600)
 )
 
 // Config is what the manager decides for every injected sidecar.
@@ -62,7 +60,8 @@ type Config struct {
 	// BundleConfigMap names the policy bundle ConfigMap of a TokenPolicy.
 	BundleConfigMap func(policy string) string
 	Resources       corev1.ResourceRequirements
-	// DistributionURL is the manager's push distribution endpoint; empty: no distribution.
+	// DistributionURL is where sidecars fetch keys and revocations pushed by the manager
+	// (empty: no distribution, the bundle ConfigMap only).
 	DistributionURL string
 }
 
@@ -91,126 +90,66 @@ type Result struct {
 // admitting it unprotected would be worse than a clear error.
 var ErrRefused = errors.New("tokenkeeper cannot inject this pod")
 
-// Mutate returns the pod with the sidecar added, or unchanged with the reason. A pod that
-// claims to be injected already (the status annotation, or a container named like the
-// sidecar) is admitted unchanged only when it is exactly what Mutate makes of the pod it
-// came from; anything else is refused, so nobody gets past injection by forging its marks.
+// Mutate returns the pod with the sidecar added, or unchanged with the reason.
 func Mutate(in *corev1.Pod, cfg Config) (*corev1.Pod, Result, error) {
-	if claimsInjection(in) {
-		if err := checkInjected(in, cfg); err != nil {
-			return nil, Result{}, fmt.Errorf("%w: the pod claims to be injected already (annotation %s or a container named %s) but %v: remove both and let the webhook inject it",
-				ErrRefused, AnnotationStatus, ContainerName, err)
+	// At CREATE this webhook is the only injector, so a pod that arrives claiming the sidecar
+	// is either our own output (the API server calls webhooks again when a later one changed
+	// the pod) or a forgery that would run unprotected: only the former is admitted.
+	if claim := injectionClaim(in); claim != "" {
+		if err := checkOwnOutput(in, cfg); err != nil {
+			return nil, Result{}, fmt.Errorf("%w: %s, but %v: leave the sidecar to the webhook", ErrRefused, claim, err)
 		}
 		return in, Result{Skipped: "already injected"}, nil
 	}
 	if in.Annotations[AnnotationInject] != "true" {
 		return in, Result{Skipped: "not opted in"}, nil
 	}
-	pod, err := inject(in, cfg)
+	policy, err := policyOf(in)
 	if err != nil {
-		return nil, Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
-	}
-	return pod, Result{Injected: true}, nil
-}
-
-func claimsInjection(pod *corev1.Pod) bool {
-	_, marked := pod.Annotations[AnnotationStatus]
-	return marked || hasContainer(pod, ContainerName)
-}
-
-// checkInjected takes the injection out of pod and injects the result again: a real
-// injected pod comes back unchanged.
-func checkInjected(pod *corev1.Pod, cfg Config) error {
-	orig, err := uninject(pod, cfg)
-	if err != nil {
-		return err
-	}
-	if orig.Annotations[AnnotationInject] != "true" {
-		return fmt.Errorf("it does not opt in (annotation %s)", AnnotationInject)
-	}
-	want, err := inject(orig, cfg)
-	if err != nil {
-		return err
-	}
-	if !equality.Semantic.DeepEqual(want, pod) {
-		return errors.New("it differs from what the webhook injects")
-	}
-	return nil
-}
-
-func inject(in *corev1.Pod, cfg Config) (*corev1.Pod, error) {
-	policy := in.Annotations[AnnotationPolicy]
-	if policy == "" {
-		return nil, fmt.Errorf("annotation %s names no TokenPolicy", AnnotationPolicy)
-	}
-	if errs := validation.IsDNS1123Subdomain(policy); len(errs) > 0 {
-		return nil, fmt.Errorf("annotation %s=%q: %s", AnnotationPolicy, policy, strings.Join(errs, "; "))
-	}
-	if errs := validation.IsValidLabelValue(policy); len(errs) > 0 {
-		return nil, fmt.Errorf("annotation %s=%q cannot be the value of label %s: %s", AnnotationPolicy, policy, LabelPolicy, strings.Join(errs, "; "))
+		return nil, Result{}, err
 	}
 	if in.Spec.HostNetwork {
-		// On the host network the app's port is the node's: nothing keeps clients off it.
-		return nil, errors.New("spec.hostNetwork: a pod on the node's network cannot be protected (its app port is reachable on the node); run it without hostNetwork")
-	}
-	switch v := in.Annotations[AnnotationAllowNonLoopback]; v {
-	case "", "true", "false":
-	default:
-		return nil, fmt.Errorf("annotation %s=%q: want \"true\" or \"false\"", AnnotationAllowNonLoopback, v)
+		return nil, Result{}, fmt.Errorf("%w: spec.hostNetwork is true: the app would listen on the node's addresses, reachable around the sidecar", ErrRefused)
 	}
 	pod := in.DeepCopy()
 	target, err := choosePort(pod, in.Annotations[AnnotationPort])
 	if err != nil {
-		return nil, err
+		return nil, Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	if err := checkFree(pod, cfg.ListenPort, cfg.AdminPort); err != nil {
-		return nil, err
-	}
-	probes, err := rewriteProbes(pod, cfg.AdminPort)
-	if err != nil {
-		return nil, err
+		return nil, Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 
 	// Take over the app's port name: Services that target it by name now reach the sidecar,
 	// with no change to the Service. The app keeps its port under a new name.
 	app := &pod.Spec.Containers[target.container]
 	port := app.Ports[target.port]
-	if port.Name != "" {
-		renamed := appPortName(port.Name)
-		app.Ports[target.port].Name = renamed
-		renameProbePorts(app, port.Name, renamed)
+	originalName := port.Name
+	if originalName != "" {
+		app.Ports[target.port].Name = appPortName(originalName)
 	}
-	// A hostPort on the app port would reach the app around the sidecar: it moves to the
-	// sidecar's port, so the node's port still serves the app, verified.
+	// A hostPort opens the app's port on the node: it moves to the sidecar, which verifies.
 	app.Ports[target.port].HostPort, app.Ports[target.port].HostIP = 0, ""
 
-	sidecar, err := container(cfg, pod, policy, port, probes)
+	// The app's probes go through the sidecar's admin port, so the app can bind 127.0.0.1.
+	probes, err := rewriteProbes(pod, cfg.AdminPort, originalName)
 	if err != nil {
-		return nil, err
+		return nil, Result{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
+
+	sidecar := container(cfg, sidecarInputs{
+		policy:           policy,
+		appPort:          port.ContainerPort,
+		portName:         originalName,
+		hostPort:         port.HostPort,
+		hostIP:           port.HostIP,
+		probes:           probes,
+		allowNonLoopback: in.Annotations[AnnotationAllowNonLoopback] == "true",
+	})
 	// Native sidecar: an init container that keeps running starts before the app (once
 	// ready) and stops after it.
 	pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
-	mode := int32(0o644)
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
-		Name: VolumeName,
-		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.BundleConfigMap(policy)},
-			DefaultMode:          &mode,
-		}},
-	})
-	if cfg.DistributionURL != "" {
-		expiry := int64(tokenExpirySeconds)
-		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
-			Name: TokenVolumeName,
-			VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-					Audience: DistributionAud, ExpirationSeconds: &expiry, Path: "token",
-				}}},
-				DefaultMode: &mode,
-			}},
-		})
-	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes(cfg, policy)...)
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
@@ -219,7 +158,190 @@ func inject(in *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		pod.Labels = map[string]string{}
 	}
 	pod.Labels[LabelPolicy] = policy
-	return pod, nil
+	return pod, Result{Injected: true}, nil
+}
+
+// policyOf reads the TokenPolicy name, which must also be a valid label value.
+func policyOf(pod *corev1.Pod) (string, error) {
+	policy := pod.Annotations[AnnotationPolicy]
+	if policy == "" {
+		return "", fmt.Errorf("%w: annotation %s names no TokenPolicy", ErrRefused, AnnotationPolicy)
+	}
+	errs := validation.IsDNS1123Subdomain(policy)
+	errs = append(errs, validation.IsValidLabelValue(policy)...)
+	if len(errs) > 0 {
+		return "", fmt.Errorf("%w: annotation %s=%q: %s", ErrRefused, AnnotationPolicy, policy, strings.Join(errs, "; "))
+	}
+	return policy, nil
+}
+
+// injectionClaim says how a pod claims to carry the sidecar already, or "".
+func injectionClaim(pod *corev1.Pod) string {
+	if v, ok := pod.Annotations[AnnotationStatus]; ok {
+		return fmt.Sprintf("annotation %s=%q says the pod is injected", AnnotationStatus, v)
+	}
+	for _, f := range []struct {
+		path string
+		cs   []corev1.Container
+	}{{"spec.initContainers", pod.Spec.InitContainers}, {"spec.containers", pod.Spec.Containers}} {
+		for i, c := range f.cs {
+			if c.Name == ContainerName {
+				return fmt.Sprintf("%s[%d] is named %s like the sidecar", f.path, i, ContainerName)
+			}
+		}
+	}
+	return ""
+}
+
+// checkOwnOutput accepts a claimed pod only when it carries exactly the sidecar, volumes,
+// annotation and label Mutate adds. The inputs Mutate took from the original pod (the app
+// port, its name, the original probes) are read back from the sidecar, then the whole
+// sidecar is rebuilt and compared, so any other image, argument, probe or securityContext
+// fails.
+func checkOwnOutput(pod *corev1.Pod, cfg Config) error {
+	if pod.Annotations[AnnotationInject] != "true" {
+		return fmt.Errorf("annotation %s is not \"true\"", AnnotationInject)
+	}
+	count := 0
+	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == ContainerName {
+				count++
+			}
+		}
+	}
+	if count != 1 || len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != ContainerName {
+		return fmt.Errorf("spec.initContainers[0] is not the one container named %s", ContainerName)
+	}
+	if pod.Annotations[AnnotationStatus] != StatusInjected {
+		return fmt.Errorf("annotation %s is not %q", AnnotationStatus, StatusInjected)
+	}
+	policy, err := policyOf(pod)
+	if err != nil {
+		return errors.Unwrap(err) // the caller wraps ErrRefused
+	}
+	if pod.Labels[LabelPolicy] != policy {
+		return fmt.Errorf("label %s is not %q", LabelPolicy, policy)
+	}
+	if pod.Spec.HostNetwork {
+		return errors.New("spec.hostNetwork is true")
+	}
+	got := pod.Spec.InitContainers[0]
+	in := sidecarInputs{policy: policy, allowNonLoopback: pod.Annotations[AnnotationAllowNonLoopback] == "true"}
+	for _, a := range got.Args {
+		if v, ok := strings.CutPrefix(a, "--upstream=http://127.0.0.1:"); ok {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil {
+				return fmt.Errorf("spec.initContainers[0].args: upstream port %q is not a number", v)
+			}
+			in.appPort = int32(n)
+		}
+	}
+	if !appHasPort(pod, in.appPort) {
+		return fmt.Errorf("spec.initContainers[0].args: upstream port %d is no port of the app containers", in.appPort)
+	}
+	if len(got.Ports) > 0 {
+		if got.Ports[0].Name != proxyPortName {
+			in.portName = got.Ports[0].Name
+		}
+		in.hostPort, in.hostIP = got.Ports[0].HostPort, got.Ports[0].HostIP
+	}
+	for _, e := range got.Env {
+		if e.Name == AppProbesEnv {
+			in.probes = e.Value
+		}
+	}
+	if want := container(cfg, in); !equality.Semantic.DeepEqual(want, withDefaultsOf(want, got)) {
+		return errors.New("spec.initContainers[0] is not the sidecar this webhook injects")
+	}
+	for _, want := range volumes(cfg, policy) {
+		found := false
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == want.Name {
+				v := *v.DeepCopy()
+				// The API server defaults defaultMode (on a reinvocation the pod is defaulted).
+				if v.ConfigMap != nil && want.ConfigMap != nil && want.ConfigMap.DefaultMode == nil {
+					v.ConfigMap.DefaultMode = nil
+				}
+				if v.Projected != nil && want.Projected != nil && want.Projected.DefaultMode == nil {
+					v.Projected.DefaultMode = nil
+				}
+				found = equality.Semantic.DeepEqual(v, want)
+			}
+		}
+		if !found {
+			return fmt.Errorf("spec.volumes has no volume %s as the webhook adds it", want.Name)
+		}
+	}
+	return nil
+}
+
+// withDefaultsOf returns got with the fields the API server defaults reset to want's, where
+// want leaves them unset: when the API server calls the webhook again, the pod it sends has
+// been defaulted. Only defaulted fields are reset; anything a forger could add (a command,
+// another image, more args) still differs.
+func withDefaultsOf(want, got corev1.Container) corev1.Container {
+	got = *got.DeepCopy()
+	if want.TerminationMessagePath == "" {
+		got.TerminationMessagePath = ""
+	}
+	if want.TerminationMessagePolicy == "" {
+		got.TerminationMessagePolicy = ""
+	}
+	if want.ImagePullPolicy == "" {
+		got.ImagePullPolicy = ""
+	}
+	for _, pr := range []struct{ want, got *corev1.Probe }{
+		{want.StartupProbe, got.StartupProbe}, {want.ReadinessProbe, got.ReadinessProbe}, {want.LivenessProbe, got.LivenessProbe},
+	} {
+		if pr.want == nil || pr.got == nil {
+			continue
+		}
+		for _, f := range []struct{ want, got *int32 }{
+			{&pr.want.TimeoutSeconds, &pr.got.TimeoutSeconds}, {&pr.want.PeriodSeconds, &pr.got.PeriodSeconds},
+			{&pr.want.SuccessThreshold, &pr.got.SuccessThreshold}, {&pr.want.FailureThreshold, &pr.got.FailureThreshold},
+		} {
+			if *f.want == 0 {
+				*f.got = 0
+			}
+		}
+		if pr.want.HTTPGet != nil && pr.got.HTTPGet != nil && pr.want.HTTPGet.Scheme == "" {
+			pr.got.HTTPGet.Scheme = ""
+		}
+	}
+	return got
+}
+
+func appHasPort(pod *corev1.Pod, port int32) bool {
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.ContainerPort == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func volumes(cfg Config, policy string) []corev1.Volume {
+	vs := []corev1.Volume{{
+		Name: VolumeName,
+		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.BundleConfigMap(policy)},
+		}},
+	}}
+	if cfg.DistributionURL != "" {
+		ttl := distributionTokenTTL
+		vs = append(vs, corev1.Volume{
+			Name: DistributionVolume,
+			VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					Audience: DistributionAudience, ExpirationSeconds: &ttl, Path: "token",
+				}}},
+			}},
+		})
+	}
+	return vs
 }
 
 type portRef struct{ container, port int }
@@ -276,183 +398,160 @@ func appPortName(name string) string {
 	return n
 }
 
-// probeKinds are the probes of a container, by the name of the sidecar's path for each.
-func probeKinds(c *corev1.Container) []struct {
-	field, kind string
-	probe       **corev1.Probe
-} {
-	return []struct {
-		field, kind string
-		probe       **corev1.Probe
-	}{
-		{"livenessProbe", "livez", &c.LivenessProbe},
-		{"readinessProbe", "readyz", &c.ReadinessProbe},
-		{"startupProbe", "startupz", &c.StartupProbe},
-	}
+// appProbe is one original probe as the sidecar reads it from AppProbesEnv: corev1's JSON
+// field names, ports as numbers.
+type appProbe struct {
+	HTTPGet        *appHTTPGet `json:"httpGet,omitempty"`
+	TCPSocket      *appPort    `json:"tcpSocket,omitempty"`
+	GRPC           *appGRPC    `json:"grpc,omitempty"`
+	TimeoutSeconds int32       `json:"timeoutSeconds"`
 }
 
-// onPod says whether a probe's host is the pod itself (the kubelet's default, the pod IP),
-// which the sidecar reaches on loopback.
-func onPod(host string) bool { return host == "" || host == "localhost" || host == "127.0.0.1" }
+type appHTTPGet struct {
+	Path        string              `json:"path"`
+	Port        int32               `json:"port"`
+	Scheme      corev1.URIScheme    `json:"scheme"`
+	HTTPHeaders []corev1.HTTPHeader `json:"httpHeaders,omitempty"`
+}
 
-// rewriteProbes points each httpGet, tcpSocket and grpc probe the app containers have on the
-// pod at the sidecar's admin port, /app-health/<container>/<kind>, and returns the originals
-// by that path, ports as numbers, for the sidecar to forward on loopback. Without this the
-// kubelet probes the pod IP, so the app would have to listen beyond loopback, where other
-// pods reach it without a token.
-func rewriteProbes(pod *corev1.Pod, adminPort int32) (map[string]sidecar.AppProbe, error) {
-	probes := map[string]sidecar.AppProbe{}
+type appPort struct {
+	Port int32 `json:"port"`
+}
+
+type appGRPC struct {
+	Port    int32  `json:"port"`
+	Service string `json:"service"`
+}
+
+// onPod says whether a probe host is the pod itself (the kubelet's default is the pod IP).
+func onPod(host string) bool {
+	return host == "" || host == "localhost" || host == "127.0.0.1"
+}
+
+// rewriteProbes points each httpGet, tcpSocket and grpc probe of the app containers that
+// targets the pod at the sidecar's /app-health/<container>/<kind>, and returns the originals
+// as the JSON of AppProbesEnv ("" when none). Probes with a foreign host and exec probes are
+// left alone. takenOver is the original name of the port the sidecar took over: a probe
+// naming it still means the app's port (now renamed).
+func rewriteProbes(pod *corev1.Pod, adminPort int32, takenOver string) (string, error) {
+	originals := map[string]appProbe{}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		for _, k := range probeKinds(c) {
-			pr := *k.probe
+		for _, k := range []struct {
+			kind, field string
+			probe       *corev1.Probe
+		}{{"livez", "livenessProbe", c.LivenessProbe}, {"readyz", "readinessProbe", c.ReadinessProbe}, {"startupz", "startupProbe", c.StartupProbe}} {
+			pr := k.probe
 			if pr == nil {
 				continue
 			}
 			field := fmt.Sprintf("spec.containers[%d].%s", i, k.field)
-			resolve := func(sub string, p intstr.IntOrString) (int, error) {
-				n, err := portNumber(c, p)
-				if err != nil {
-					return 0, fmt.Errorf("%s.%s.port: %v", field, sub, err)
+			resolve := func(p intstr.IntOrString, path string) (int32, error) {
+				if p.Type == intstr.Int {
+					return p.IntVal, nil
 				}
-				return n, nil
+				for _, cp := range c.Ports {
+					if cp.Name == p.StrVal || (takenOver != "" && p.StrVal == takenOver && cp.Name == appPortName(takenOver)) {
+						return cp.ContainerPort, nil
+					}
+				}
+				return 0, fmt.Errorf("%s.%s: container %s has no port named %q", field, path, c.Name, p.StrVal)
 			}
-			var orig sidecar.AppProbe
-			switch h := pr.ProbeHandler; {
-			case h.HTTPGet != nil && onPod(h.HTTPGet.Host):
-				n, err := resolve("httpGet", h.HTTPGet.Port)
-				if err != nil {
-					return nil, err
-				}
-				scheme := string(h.HTTPGet.Scheme)
-				if scheme == "" {
-					scheme = string(corev1.URISchemeHTTP)
-				}
-				g := &sidecar.HTTPGetProbe{Path: h.HTTPGet.Path, Port: n, Scheme: scheme}
-				for _, hd := range h.HTTPGet.HTTPHeaders {
-					g.HTTPHeaders = append(g.HTTPHeaders, sidecar.HTTPHeader{Name: hd.Name, Value: hd.Value})
-				}
-				orig.HTTPGet = g
-			case h.TCPSocket != nil && onPod(h.TCPSocket.Host):
-				n, err := resolve("tcpSocket", h.TCPSocket.Port)
-				if err != nil {
-					return nil, err
-				}
-				orig.TCPSocket = &sidecar.TCPSocketProbe{Port: n}
-			case h.GRPC != nil:
-				n, err := resolve("grpc", intstr.FromInt32(h.GRPC.Port))
-				if err != nil {
-					return nil, err
-				}
-				orig.GRPC = &sidecar.GRPCProbe{Port: n}
-				if h.GRPC.Service != nil {
-					orig.GRPC.Service = *h.GRPC.Service
-				}
-			default: // exec, or a probe of another host: the kubelet runs it as it is
-				continue
+			orig := appProbe{TimeoutSeconds: pr.TimeoutSeconds}
+			if orig.TimeoutSeconds == 0 {
+				orig.TimeoutSeconds = 1 // the kubelet's default
 			}
-			orig.TimeoutSeconds = int(pr.TimeoutSeconds)
-			path := appHealthPathPrefix + c.Name + "/" + k.kind
-			probes[path] = orig
-			rewritten := pr.DeepCopy()
-			rewritten.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			switch {
+			case pr.HTTPGet != nil && onPod(pr.HTTPGet.Host):
+				port, err := resolve(pr.HTTPGet.Port, "httpGet.port")
+				if err != nil {
+					return "", err
+				}
+				h := &appHTTPGet{Path: pr.HTTPGet.Path, Port: port, Scheme: pr.HTTPGet.Scheme, HTTPHeaders: pr.HTTPGet.HTTPHeaders}
+				if h.Path == "" {
+					h.Path = "/"
+				}
+				if h.Scheme == "" {
+					h.Scheme = corev1.URISchemeHTTP
+				}
+				orig.HTTPGet = h
+			case pr.TCPSocket != nil && onPod(pr.TCPSocket.Host):
+				port, err := resolve(pr.TCPSocket.Port, "tcpSocket.port")
+				if err != nil {
+					return "", err
+				}
+				orig.TCPSocket = &appPort{Port: port}
+			case pr.GRPC != nil:
+				g := &appGRPC{Port: pr.GRPC.Port}
+				if pr.GRPC.Service != nil {
+					g.Service = *pr.GRPC.Service
+				}
+				orig.GRPC = g
+			default:
+				continue // exec, or a host elsewhere: not the app on this pod
+			}
+			path := "/app-health/" + c.Name + "/" + k.kind
+			originals[path] = orig
+			pr.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: path, Port: intstr.FromInt32(adminPort), Scheme: corev1.URISchemeHTTP,
 			}}
-			*k.probe = rewritten
 		}
 	}
-	return probes, nil
+	if len(originals) == 0 {
+		return "", nil
+	}
+	raw, err := json.Marshal(originals) // map keys sorted: the same pod gives the same JSON
+	if err != nil {
+		return "", err
+	}
+	return string(raw), nil
 }
 
-// portNumber resolves a probe's port in its container, as the kubelet would.
-func portNumber(c *corev1.Container, p intstr.IntOrString) (int, error) {
-	if p.Type == intstr.Int {
-		if p.IntVal < 1 || p.IntVal > 65535 {
-			return 0, fmt.Errorf("%d is not a port number", p.IntVal)
-		}
-		return int(p.IntVal), nil
-	}
-	for _, cp := range c.Ports {
-		if cp.Name == p.StrVal {
-			return int(cp.ContainerPort), nil
-		}
-	}
-	if n, err := strconv.Atoi(p.StrVal); err == nil && n >= 1 && n <= 65535 {
-		return n, nil
-	}
-	return 0, fmt.Errorf("container %s has no port named %q", c.Name, p.StrVal)
+// proxyPortName names the sidecar's proxy port when the app's port had no name.
+const proxyPortName = "tk-proxy"
+
+// sidecarInputs is what the sidecar container depends on besides the Config.
+type sidecarInputs struct {
+	policy           string
+	appPort          int32
+	portName         string // the taken-over port's name ("" when it had none)
+	hostPort         int32  // moved from the app's port
+	hostIP           string
+	probes           string // JSON for AppProbesEnv, "" when no probe was rewritten
+	allowNonLoopback bool
 }
 
-// renameProbePorts keeps the probes left to the kubelet (another host) that name the
-// taken-over port pointing at the app, by its new name.
-func renameProbePorts(c *corev1.Container, from, to string) {
-	fix := func(p *intstr.IntOrString) {
-		if p.Type == intstr.String && p.StrVal == from {
-			*p = intstr.FromString(to)
-		}
-	}
-	for _, k := range probeKinds(c) {
-		pr := *k.probe
-		if pr == nil {
-			continue
-		}
-		if pr.HTTPGet != nil {
-			fix(&pr.HTTPGet.Port)
-		}
-		if pr.TCPSocket != nil {
-			fix(&pr.TCPSocket.Port)
-		}
-	}
-}
-
-func hasContainer(pod *corev1.Pod, name string) bool {
-	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
-		for _, c := range cs {
-			if c.Name == name {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// container is the sidecar. Fields the API server would default are set, so that an injected
-// pod read back from it is still exactly what Mutate makes (see checkInjected).
-func container(cfg Config, pod *corev1.Pod, policy string, app corev1.ContainerPort, probes map[string]sidecar.AppProbe) (corev1.Container, error) {
+func container(cfg Config, in sidecarInputs) corev1.Container {
 	always := corev1.ContainerRestartPolicyAlways
 	no, yes := false, true
 	uid := int64(65532)
-	admin := intstr.FromString(adminPortName)
-	proxy := corev1.ContainerPort{Name: app.Name, ContainerPort: cfg.ListenPort, Protocol: corev1.ProtocolTCP, HostPort: app.HostPort, HostIP: app.HostIP}
-	if proxy.Name == "" {
-		proxy.Name = "tk-proxy"
+	admin := intstr.FromString("tk-admin")
+	adminAddr := "127.0.0.1:" + strconv.Itoa(int(cfg.AdminPort))
+	ports := []corev1.ContainerPort{
+		{Name: in.portName, ContainerPort: cfg.ListenPort, Protocol: corev1.ProtocolTCP, HostPort: in.hostPort, HostIP: in.hostIP},
+		{Name: "tk-admin", ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP},
+	}
+	if in.portName == "" {
+		ports[0].Name = proxyPortName
 	}
 	args := []string{
 		"--listen=:" + strconv.Itoa(int(cfg.ListenPort)),
 		"--admin-listen=:" + strconv.Itoa(int(cfg.AdminPort)),
-		"--upstream=http://127.0.0.1:" + strconv.Itoa(int(app.ContainerPort)),
+		"--upstream=http://127.0.0.1:" + strconv.Itoa(int(in.appPort)),
 		"--bundle-dir=" + BundleMount,
-		"--policy-name=" + policy,
+		"--policy-name=" + in.policy,
 	}
-	if pod.Annotations[AnnotationAllowNonLoopback] == "true" {
+	if in.allowNonLoopback {
 		args = append(args, "--allow-app-non-loopback")
 	}
 	mounts := []corev1.VolumeMount{{Name: VolumeName, MountPath: BundleMount, ReadOnly: true}}
 	if cfg.DistributionURL != "" {
-		args = append(args, "--distribution-url="+cfg.DistributionURL, "--distribution-token-file="+TokenMount+"/token")
-		mounts = append(mounts, corev1.VolumeMount{Name: TokenVolumeName, MountPath: TokenMount, ReadOnly: true})
+		args = append(args, "--distribution-url="+cfg.DistributionURL, "--distribution-token-file="+DistributionMount+"/token")
+		mounts = append(mounts, corev1.VolumeMount{Name: DistributionVolume, MountPath: DistributionMount, ReadOnly: true})
 	}
 	var env []corev1.EnvVar
-	if len(probes) > 0 {
-		// encoding/json sorts map keys: the same pod always gets the same value.
-		raw, err := json.Marshal(probes)
-		if err != nil {
-			return corev1.Container{}, err
-		}
-		env = []corev1.EnvVar{{Name: sidecar.AppProbesEnv, Value: string(raw)}}
-	}
-	httpProbe := func(path string) corev1.ProbeHandler {
-		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: admin, Scheme: corev1.URISchemeHTTP}}
+	if in.probes != "" {
+		env = []corev1.EnvVar{{Name: AppProbesEnv, Value: in.probes}}
 	}
 	return corev1.Container{
 		Name:          ContainerName,
@@ -460,30 +559,27 @@ func container(cfg Config, pod *corev1.Pod, policy string, app corev1.ContainerP
 		RestartPolicy: &always,
 		Args:          args,
 		Env:           env,
-		Ports:         []corev1.ContainerPort{proxy, {Name: adminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP}},
+		Ports:         ports,
 		// The app starts only once the sidecar has keys and serves. /startupz leaves out the
-		// check that the app listens on loopback only: the app is not running yet.
+		// loopback check, which can only see the app after it started.
 		StartupProbe: &corev1.Probe{
-			ProbeHandler:  httpProbe("/startupz"),
-			PeriodSeconds: 1, FailureThreshold: 120, TimeoutSeconds: 1, SuccessThreshold: 1,
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/startupz", Port: admin}},
+			PeriodSeconds:    1,
+			FailureThreshold: 120,
 		},
-		// An exec probe, so the kubelet's Event carries the sidecar's reason (such as "bind it
-		// to 127.0.0.1"); an httpGet probe's Event has only the status code.
+		// An exec probe, so that the kubelet's Event carries the reason (for example the app
+		// listening beyond loopback) as "Readiness probe failed: ...".
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{
-				sidecarBinary, "probe", "--admin=127.0.0.1:" + strconv.Itoa(int(cfg.AdminPort)), "/readyz",
-			}}},
-			PeriodSeconds: 5, TimeoutSeconds: 2, SuccessThreshold: 1, FailureThreshold: 3,
+			ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/sidecar", "probe", "--admin=" + adminAddr, "/readyz"}}},
+			PeriodSeconds: 5,
 		},
 		LivenessProbe: &corev1.Probe{
-			ProbeHandler:  httpProbe("/healthz"),
-			PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 1, SuccessThreshold: 1,
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: admin}},
+			PeriodSeconds:    10,
+			FailureThreshold: 3,
 		},
-		Resources:                cfg.Resources,
-		VolumeMounts:             mounts,
-		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
-		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-		ImagePullPolicy:          pullPolicy(cfg.Image),
+		Resources:    cfg.Resources,
+		VolumeMounts: mounts,
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             &yes,
 			RunAsUser:                &uid,
@@ -493,17 +589,5 @@ func container(cfg Config, pod *corev1.Pod, policy string, app corev1.ContainerP
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-	}, nil
-}
-
-// pullPolicy is the API server's default: Always for :latest or no tag, else IfNotPresent.
-func pullPolicy(image string) corev1.PullPolicy {
-	if strings.Contains(image, "@") {
-		return corev1.PullIfNotPresent
 	}
-	name := image[strings.LastIndex(image, "/")+1:]
-	if i := strings.LastIndex(name, ":"); i < 0 || name[i+1:] == "latest" {
-		return corev1.PullAlways
-	}
-	return corev1.PullIfNotPresent
 }

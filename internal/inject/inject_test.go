@@ -10,10 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
-
-	"github.com/tokenkeeper/tokenkeeper/internal/sidecar"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -42,8 +39,7 @@ func TestMutateMatchesGoldenPods(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			pod := readPod(t, in)
-			cfg := configFor(name)
-			out, res, err := Mutate(pod, cfg)
+			out, res, err := Mutate(pod, DefaultConfig())
 			if strings.HasSuffix(name, ".error") {
 				if !errors.Is(err, ErrRefused) {
 					t.Fatalf("want a refusal, got err=%v result=%+v", err, res)
@@ -60,26 +56,13 @@ func TestMutateMatchesGoldenPods(t *testing.T) {
 			}
 			compare(t, strings.TrimSuffix(in, ".yaml")+".golden.yaml", got)
 
-			checkForwardedProbes(t, out, cfg)
-
 			// Injecting the injected pod again changes nothing.
-			again, res2, err := Mutate(out, cfg)
+			again, res2, err := Mutate(out, DefaultConfig())
 			if err != nil || res2.Injected || !equality.Semantic.DeepEqual(again, out) {
 				t.Errorf("second injection changed the pod (result %+v, err %v)", res2, err)
 			}
 		})
 	}
-}
-
-// testDistributionURL is the distribution server of the cases named distribution*.
-const testDistributionURL = "https://tokenkeeper-distribution.tokenkeeper-system.svc:8443"
-
-func configFor(name string) Config {
-	cfg := DefaultConfig()
-	if strings.HasPrefix(name, "distribution") {
-		cfg.DistributionURL = testDistributionURL
-	}
-	return cfg
 }
 
 func compare(t *testing.T, path string, got []byte) {
@@ -122,120 +105,116 @@ func TestInjectedSidecarIsHardenedAndStartsFirst(t *testing.T) {
 	if s == nil || !*s.RunAsNonRoot || !*s.ReadOnlyRootFilesystem || *s.AllowPrivilegeEscalation || len(s.Capabilities.Drop) != 1 || s.Capabilities.Drop[0] != "ALL" {
 		t.Errorf("sidecar securityContext is not hardened: %+v", s)
 	}
-	if sc.StartupProbe == nil || sc.StartupProbe.HTTPGet == nil || sc.StartupProbe.HTTPGet.Path != "/startupz" || sc.Resources.Limits.Memory().IsZero() {
-		t.Error("sidecar lacks a startup probe on /startupz or a memory limit")
-	}
-	// The readiness probe is an exec of the sidecar itself, so the kubelet's Event carries
-	// the sidecar's reason for not being ready.
-	if r := sc.ReadinessProbe; r == nil || r.Exec == nil || strings.Join(r.Exec.Command, " ") != "/sidecar probe --admin=127.0.0.1:15021 /readyz" {
-		t.Errorf("sidecar readiness probe is not the exec probe of the contract: %+v", r)
-	}
-	if out.Labels[LabelPolicy] != "orders-api" {
-		t.Errorf("pod not labelled %s=orders-api: %v", LabelPolicy, out.Labels)
+	if sc.StartupProbe == nil || sc.Resources.Limits.Memory().IsZero() {
+		t.Error("sidecar lacks a startup probe or a memory limit")
 	}
 	if out.Spec.Containers[0].Ports[0].Name != "app-http" || sc.Ports[0].Name != "http" {
 		t.Errorf("port not taken over: app %q, sidecar %q", out.Spec.Containers[0].Ports[0].Name, sc.Ports[0].Name)
 	}
-	if got := out.Spec.Containers[0].ReadinessProbe.HTTPGet; got.Path != "/app-health/orders/readyz" || got.Port.IntVal != DefaultConfig().AdminPort {
-		t.Errorf("the app's readiness probe does not go through the sidecar: %+v", got)
+	if h := out.Spec.Containers[0].ReadinessProbe.HTTPGet; h == nil || h.Path != "/app-health/orders/readyz" || h.Port.IntVal != DefaultConfig().AdminPort {
+		t.Errorf("the app's readiness probe does not go through the sidecar: %+v", h)
 	}
 }
 
-// A pod that claims the injection must be exactly what Mutate makes: every way of forging the
-// marks, or of loosening a real injected pod before submitting it, is refused.
-func TestForgedInjectedPodsAreRefused(t *testing.T) {
-	injected := func(t *testing.T) *corev1.Pod {
-		out, _, err := Mutate(readPod(t, "testdata/probe-httpget-headers.yaml"), DefaultConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+// A pod arriving with the sidecar must be exactly Mutate's output; anything else would run
+// unprotected while looking protected.
+func TestClaimedPodsAreAdmittedOnlyWhenTheyAreMutatesOwnOutput(t *testing.T) {
+	out, _, err := Mutate(readPod(t, "testdata/one-named-port.yaml"), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
 	}
 	cases := []struct {
 		name   string
-		tamper func(p *corev1.Pod)
+		change func(*corev1.Pod)
+		want   string // "" admits
 	}{
-		{"a sidecar of another image", func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "evil/passthrough:1" }},
-		{"a sidecar with a command of its own", func(p *corev1.Pod) { p.Spec.InitContainers[0].Command = []string{"sleep", "infinity"} }},
-		{"a sidecar without its policy argument", func(p *corev1.Pod) {
-			p.Spec.InitContainers[0].Args = p.Spec.InitContainers[0].Args[:4]
-		}},
-		{"a sidecar that skips the loopback check the pod did not opt out of", func(p *corev1.Pod) {
+		{"the webhook's own output, changed by a later webhook elsewhere, is admitted", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "OTEL", Value: "1"})
+			p.Labels["team"] = "shop"
+		}, ""},
+		{"a sidecar with another image is refused", func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "busybox" }, "is not the sidecar this webhook injects"},
+		{"a sidecar that does not verify is refused", func(p *corev1.Pod) { p.Spec.InitContainers[0].Args[4] = "--policy-name=open" }, "is not the sidecar this webhook injects"},
+		{"a sidecar with its loopback check switched off behind the annotation's back is refused", func(p *corev1.Pod) {
 			p.Spec.InitContainers[0].Args = append(p.Spec.InitContainers[0].Args, "--allow-app-non-loopback")
-		}},
-		{"an app port left under its own name, so Services bypass the sidecar", func(p *corev1.Pod) {
-			p.Spec.Containers[0].Ports[0].Name = "http"
-			p.Spec.InitContainers[0].Ports[0].Name = "tk-proxy"
-		}},
-		{"a hostPort left on the app port", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].HostPort = 8080 }},
-		{"an app probe aimed at the pod IP again", func(p *corev1.Pod) {
-			p.Spec.Containers[0].ReadinessProbe.HTTPGet = &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt(8080)}
-		}},
-		{"probes forwarded somewhere else", func(p *corev1.Pod) {
-			p.Spec.InitContainers[0].Env[0].Value = `{"/app-health/orders/readyz":{"tcpSocket":{"port":22}}}`
-		}},
-		{"the sidecar moved behind another init container", func(p *corev1.Pod) {
+		}, "is not the sidecar this webhook injects"},
+		{"a sidecar proxying to a port the app does not have is refused", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Args[2] = "--upstream=http://127.0.0.1:9999"
+		}, "upstream port 9999 is no port of the app containers"},
+		{"a sidecar that is not the first init container is refused", func(p *corev1.Pod) {
 			p.Spec.InitContainers = append([]corev1.Container{{Name: "setup", Image: "busybox"}}, p.Spec.InitContainers...)
-		}},
-		{"a second container named like the sidecar", func(p *corev1.Pod) {
+		}, "is not the one container named"},
+		{"a second container named like the sidecar is refused", func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ContainerName, Image: "busybox"})
-		}},
-		{"the opt-in annotation removed", func(p *corev1.Pod) { delete(p.Annotations, AnnotationInject) }},
-		{"the bundle of another policy", func(p *corev1.Pod) { p.Spec.Volumes[0].ConfigMap.Name = "other-bundle" }},
-		{"the status annotation without the sidecar", func(p *corev1.Pod) { p.Spec.InitContainers = nil }},
-		{"the sidecar without the status annotation", func(p *corev1.Pod) { delete(p.Annotations, AnnotationStatus) }},
+		}, "is not the one container named"},
+		{"a bundle volume from another ConfigMap is refused", func(p *corev1.Pod) {
+			p.Spec.Volumes[0].ConfigMap.Name = "forged-bundle"
+		}, "spec.volumes has no volume tokenkeeper-bundle"},
+		{"a policy label naming another policy is refused", func(p *corev1.Pod) { p.Labels[LabelPolicy] = "other" }, "label tokenkeeper.dev/policy"},
+		{"the sidecar without the status annotation is refused", func(p *corev1.Pod) { delete(p.Annotations, AnnotationStatus) }, "is named tokenkeeper-sidecar like the sidecar, but annotation tokenkeeper.dev/status"},
+		{"hostNetwork added after injection is refused", func(p *corev1.Pod) { p.Spec.HostNetwork = true }, "spec.hostNetwork is true"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			pod := injected(t)
-			c.tamper(pod)
-			_, res, err := Mutate(pod, DefaultConfig())
-			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "claims to be injected already") {
-				t.Fatalf("want a refusal, got err=%v result=%+v", err, res)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := out.DeepCopy()
+			tc.change(p)
+			_, res, err := Mutate(p, DefaultConfig())
+			if tc.want == "" {
+				if err != nil || res.Injected || res.Skipped != "already injected" {
+					t.Fatalf("want it admitted as already injected, got %+v, %v", res, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want a refusal containing %q, got %+v, %v", tc.want, res, err)
 			}
 		})
 	}
-	t.Run("the pod Mutate made is admitted unchanged", func(t *testing.T) {
-		pod := injected(t)
-		out, res, err := Mutate(pod, DefaultConfig())
-		if err != nil || res.Injected || res.Skipped != "already injected" || !equality.Semantic.DeepEqual(out, pod) {
-			t.Fatalf("got result %+v, err %v", res, err)
-		}
-	})
 }
 
-// checkForwardedProbes parses the sidecar's TOKENKEEPER_APP_PROBES with the sidecar's own
-// parser and checks that every probe pointed at the admin port has its original there.
-func checkForwardedProbes(t *testing.T, pod *corev1.Pod, cfg Config) {
-	t.Helper()
-	if !injected(pod) {
-		return
-	}
-	var env string
-	for _, e := range pod.Spec.InitContainers[0].Env {
-		if e.Name == sidecar.AppProbesEnv {
-			env = e.Value
-		}
-	}
-	probes, err := sidecar.ParseAppProbes(env)
+func TestDistributionAddsTheProjectedTokenAndTheSidecarArgs(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DistributionURL = "https://tokenkeeper-distribution.tokenkeeper-system.svc:8443"
+	out, _, err := Mutate(readPod(t, "testdata/one-named-port.yaml"), cfg)
 	if err != nil {
-		t.Fatalf("the sidecar cannot parse the probes the webhook passes it: %v", err)
+		t.Fatal(err)
 	}
-	seen := 0
-	for _, c := range pod.Spec.Containers {
-		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
-			if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Port.IntVal != cfg.AdminPort {
-				continue
-			}
-			seen++
-			if _, ok := probes[pr.HTTPGet.Path]; !ok {
-				t.Errorf("container %s probes %s, which the sidecar has no original for", c.Name, pr.HTTPGet.Path)
-			}
+	sc := out.Spec.InitContainers[0]
+	args := strings.Join(sc.Args, " ")
+	for _, want := range []string{
+		"--distribution-url=" + cfg.DistributionURL,
+		"--distribution-token-file=/var/run/secrets/tokenkeeper.dev/distribution/token",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("sidecar args %q lack %s", args, want)
 		}
 	}
-	if seen != len(probes) {
-		t.Errorf("%d probes go through the sidecar, %d originals passed", seen, len(probes))
+	var vol *corev1.Volume
+	for i := range out.Spec.Volumes {
+		if out.Spec.Volumes[i].Name == "tokenkeeper-token" {
+			vol = &out.Spec.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Projected == nil || len(vol.Projected.Sources) != 1 {
+		t.Fatalf("no projected token volume: %+v", out.Spec.Volumes)
+	}
+	tok := vol.Projected.Sources[0].ServiceAccountToken
+	if tok == nil || tok.Audience != "tokenkeeper.dev/distribution" || tok.ExpirationSeconds == nil || *tok.ExpirationSeconds != 600 || tok.Path != "token" {
+		t.Errorf("projected token is not the contract's: %+v", tok)
+	}
+	mounted := false
+	for _, m := range sc.VolumeMounts {
+		mounted = mounted || (m.Name == "tokenkeeper-token" && m.MountPath == "/var/run/secrets/tokenkeeper.dev/distribution" && m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("token not mounted read-only: %+v", sc.VolumeMounts)
+	}
+	// The injected pod is still recognized as the webhook's own output.
+	if _, res, err := Mutate(out, cfg); err != nil || res.Skipped != "already injected" {
+		t.Errorf("reinjection: %+v, %v", res, err)
+	}
+	// Without a URL nothing of it appears.
+	plain, _, _ := Mutate(readPod(t, "testdata/one-named-port.yaml"), DefaultConfig())
+	if len(plain.Spec.Volumes) != 1 || strings.Contains(strings.Join(plain.Spec.InitContainers[0].Args, " "), "distribution") {
+		t.Errorf("distribution parts without a URL: %+v", plain.Spec.Volumes)
 	}
 }
-
-func injected(pod *corev1.Pod) bool { return pod.Annotations[AnnotationStatus] == StatusInjected }

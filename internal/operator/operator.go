@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -34,6 +35,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/controllers"
 	"github.com/tokenkeeper/tokenkeeper/internal/discovery"
 	"github.com/tokenkeeper/tokenkeeper/internal/inject"
+	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
 	"github.com/tokenkeeper/tokenkeeper/internal/keygen"
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
 	tkwebhook "github.com/tokenkeeper/tokenkeeper/internal/webhook"
@@ -74,6 +76,9 @@ type Options struct {
 	MutatingWebhookConfiguration string
 	// Inject configures the injected sidecar.
 	Inject inject.Config
+	// JWKSAllowLocalAddresses lets jwksURI fetches reach loopback, link-local and cloud
+	// metadata addresses, refused by default (SSRF).
+	JWKSAllowLocalAddresses bool
 }
 
 // Scheme knows the built-in kinds and tokenkeeper's.
@@ -128,8 +133,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		WebhookServer:                 webhookServer(o, tlsOpts, certProvider),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:    {Label: managed},
-			&corev1.ConfigMap{}: {Label: managed},
+			&corev1.Secret{}:              {Label: managed},
+			&corev1.ConfigMap{}:           {Label: managed},
+			&networkingv1.NetworkPolicy{}: {Label: managed},
 		}},
 	})
 	if err != nil {
@@ -152,13 +158,32 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		return nil, fmt.Errorf("setting up the SigningKey controller: %w", err)
 	}
 
+	fetcher := jwks.NewFetcher(jwks.FetcherOptions{
+		Policy: jwks.FetchPolicy{AllowLocalAddresses: o.JWKSAllowLocalAddresses},
+		Now:    o.Clock.Now,
+		Log:    ctrl.Log.WithName("jwks-fetcher"),
+	})
+	if err := mgr.Add(fetcher); err != nil {
+		return nil, err
+	}
 	tp := &controllers.TokenPolicyReconciler{
-		Client: mgr.GetClient(),
-		Clock:  o.Clock,
-		HTTP:   &http.Client{Timeout: 5 * time.Second},
+		Client:      mgr.GetClient(),
+		Clock:       o.Clock,
+		Fetcher:     fetcher,
+		Concurrency: o.Concurrency,
 	}
 	if err := tp.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the TokenPolicy controller: %w", err)
+	}
+
+	// The sidecar's ports come from the injection configuration, the one source.
+	ports := o.Inject
+	if ports.ListenPort == 0 || ports.AdminPort == 0 {
+		ports = inject.DefaultConfig()
+	}
+	np := &controllers.NetworkPolicyReconciler{Client: mgr.GetClient(), ListenPort: ports.ListenPort, AdminPort: ports.AdminPort}
+	if err := np.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the NetworkPolicy controller: %w", err)
 	}
 
 	if o.WebhookPort != 0 {

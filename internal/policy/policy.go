@@ -22,6 +22,11 @@ const (
 	BundleRevocations = "revocations.yaml" // a RevocationList manifest merging those that apply
 )
 
+// AnnotationRevocationsIncomplete on the bundle's revocations manifest marks it as a part of
+// the revocations that apply: the rest did not fit the ConfigMap. Its value says how much is
+// missing. A sidecar holding only such a file is not ready (see docs, "Bundle completeness").
+const AnnotationRevocationsIncomplete = "tokenkeeper.dev/revocations-incomplete"
+
 // ParseTokenPolicy reads a TokenPolicy manifest strictly: unknown fields are errors, so a
 // typo cannot silently weaken a policy.
 func ParseTokenPolicy(data []byte) (*tkv1.TokenPolicy, error) {

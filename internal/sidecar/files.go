@@ -165,6 +165,14 @@ func (s *Sidecar) loadRevocations(data []byte, present bool, readErr error) ([]a
 	r := policy.Revocations(s.now(), rl)
 	s.setRevocations(r)
 	s.revocationsLoaded = true
+	// A file marked incomplete is applied (every revocation it holds counts) but does not
+	// make the sidecar ready: tokens it omits would pass.
+	if missing, ok := rl.Annotations[policy.AnnotationRevocationsIncomplete]; ok {
+		s.revocationsIncomplete.Store(&missing)
+		s.log.Warn("Loaded an incomplete revocations file; not ready until the complete set arrives", "file", s.opts.RevocationsFile, "incomplete", missing)
+		return []any{"entries", r.Len(), "incomplete", missing}, nil
+	}
+	s.revocationsIncomplete.Store(nil)
 	return []any{"entries", r.Len()}, nil
 }
 

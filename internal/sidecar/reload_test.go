@@ -3,6 +3,7 @@ package sidecar
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -301,4 +302,27 @@ func TestReadiness(t *testing.T) {
 			t.Fatalf("/readyz %d, want 200", r.status)
 		}
 	})
+}
+
+// Per "Bundle completeness": a revocations file the manager marked incomplete is applied but
+// keeps the sidecar unready, since tokens it omits would pass; a complete file makes it ready.
+func TestAnIncompleteRevocationsFileKeepsTheSidecarUnready(t *testing.T) {
+	f := newFixture(t)
+	if ok, why := f.sc.Ready(); !ok {
+		t.Fatalf("not ready before: %s", why)
+	}
+	partial := revocationList([]tkv1.RevokedToken{{JTI: "token-1", ExpiresAt: metav1.NewTime(t0.Add(time.Hour))}}, nil)
+	partial.Annotations = map[string]string{policy.AnnotationRevocationsIncomplete: "1 of 9000 token and subject revocations fit the bundle"}
+	f.write(policy.BundleRevocations, marshalYAML(t, partial))
+	f.poll()
+	if ok, why := f.sc.Ready(); ok || !strings.Contains(why, "revocations incomplete: 1 of 9000") {
+		t.Fatalf("Ready = %t (%s), want unready naming what is missing", ok, why)
+	}
+	f.wantStatus(f.token(), 401, verify.ReasonRevokedToken) // what it holds still applies
+
+	f.write(policy.BundleRevocations, marshalYAML(t, revocationList(nil, nil)))
+	f.poll()
+	if ok, why := f.sc.Ready(); !ok {
+		t.Fatalf("a complete file left the sidecar unready: %s", why)
+	}
 }

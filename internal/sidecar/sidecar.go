@@ -43,6 +43,9 @@ type Sidecar struct {
 	// policy is loaded.
 	engine   atomic.Pointer[engine]
 	draining atomic.Bool
+	// revocationsIncomplete: the loaded revocations file says it holds only part of the
+	// revocations (files.go); not ready until a complete set replaces it.
+	revocationsIncomplete atomic.Pointer[string]
 
 	// mu orders every change of the state below and of engine. Lock order: mu, then a
 	// remote source's mu; a fetch never holds its source's mu while it takes mu.
@@ -135,6 +138,8 @@ func (s *Sidecar) Started() (bool, string) {
 		return false, "no valid policy loaded"
 	case !eng.v.Ready():
 		return false, "no keys loaded"
+	case s.revocationsIncomplete.Load() != nil:
+		return false, "revocations incomplete: " + *s.revocationsIncomplete.Load()
 	}
 	return true, "ok"
 }

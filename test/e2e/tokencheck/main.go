@@ -62,7 +62,7 @@ func (s *Stats) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 
 func main() {
 	if len(os.Args) < 2 {
-		log.Fatal("usage: tokencheck sign|verify [flags]")
+		log.Fatal("usage: tokencheck mint|sign|echo|verify|get [flags]")
 	}
 	stats := &Stats{ByKID: map[string]int{}, Reasons: map[string]int{}}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -96,6 +96,19 @@ func main() {
 		_ = fs.Parse(os.Args[2:])
 		sg := sender{keyDir: *keyDir, target: *target, issuer: *issuer, audience: *audience, bearer: *bearer}
 		go sign(stats, sg, &http.Client{Timeout: 5 * time.Second}, time.Tick(*every))
+	case "get":
+		// One GET, for e2e specs that check from inside the cluster what answers on an
+		// address: prints "status <code>" or "error: <why>" (exit 1).
+		_ = fs.Parse(os.Args[2:])
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(fs.Arg(0))
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		_ = resp.Body.Close()
+		fmt.Println("status", resp.StatusCode)
+		return
 	case "echo":
 		_ = fs.Parse(os.Args[2:])
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
+)
+
+// Limits bound what subscribers can hold of the server.
+type Limits struct {
+	MaxSubscribers     int           // long polls held at once, in total
+	MaxPerNamespace    int           // long polls held at once per namespace
+	DefaultHold        time.Duration // how long a poll is held when nothing changes
+	MaxHold            time.Duration // the most a client may ask for with ?timeout=
+	WriteTimeout       time.Duration // to write one answer: a subscriber that does not read is cut off
+	MaxRequestURIBytes int
+}
+
+// DefaultLimits suit 10 000 sidecars per replica.
+var DefaultLimits = Limits{
+	MaxSubscribers: 20000, MaxPerNamespace: 5000,
+	DefaultHold: 30 * time.Second, MaxHold: 60 * time.Second,
+	WriteTimeout: 10 * time.Second, MaxRequestURIBytes: 1024,
+}
+
+// Handler serves GET /v1/snapshots/{namespace}/{policy}?version=<token>: at once when the
+// Hub has a snapshot the caller should apply, else when one appears, else 304 at the hold
+// timeout. Authorize decides who may read a namespace.
+type Handler struct {
+	Hub       *Hub
+	Authorize func(r *http.Request, namespace string) (status int, reason string)
+	Limits    Limits
+
+	total atomic.Int64
+	mu    sync.Mutex
+	perNS map[string]int
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	lim := h.Limits
+	if r.Method != http.MethodGet {
+		http.Error(w, "only GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if len(r.RequestURI) > lim.MaxRequestURIBytes {
+		http.Error(w, "request URI too long", http.StatusRequestURITooLong)
+		return
+	}
+	if r.ContentLength != 0 {
+		http.Error(w, "a snapshot request has no body", http.StatusRequestEntityTooLarge)
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, distribution.Path), "/")
+	if !strings.HasPrefix(r.URL.Path, distribution.Path) || len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+		http.NotFound(w, r)
+		return
+	}
+	key := types.NamespacedName{Namespace: parts[0], Name: parts[1]}
+	if h.Authorize != nil {
+		if status, reason := h.Authorize(r, key.Namespace); status != http.StatusOK {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenkeeper-distribution"`)
+			}
+			http.Error(w, reason, status)
+			return
+		}
+	}
+	held, err := distribution.ParseToken(r.URL.Query().Get("version"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	hold := lim.DefaultHold
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		secs, err := strconv.Atoi(t)
+		if err != nil || secs < 0 {
+			http.Error(w, "timeout: want whole seconds", http.StatusBadRequest)
+			return
+		}
+		hold = min(time.Duration(secs)*time.Second, lim.MaxHold)
+	}
+	if !h.acquire(key.Namespace) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many subscribers", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.release(key.Namespace)
+
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	for {
+		cur, hist, changed, ready := h.Hub.current(key)
+		switch {
+		case !ready:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "caches have not synced yet", http.StatusServiceUnavailable)
+			return
+		case cur == nil && changed == nil:
+			http.Error(w, "no TokenPolicy "+key.String(), http.StatusNotFound)
+			return
+		case cur != nil && distribution.Accepts(&held, cur.snap.Token):
+			h.write(w, r, cur, hist, held)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			w.WriteHeader(http.StatusNotModified)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, cur *built, hist []*built, held distribution.Token) {
+	body := cur.full
+	if held.Digest != "" && len(cur.snap.Revocations.Tokens)+len(cur.snap.Revocations.Subjects) >= DeltaMinEntries {
+		for _, b := range hist {
+			if b.snap.Token.Digest == held.Digest {
+				if d, err := cur.delta(b); err == nil {
+					body = d
+				}
+				break
+			}
+		}
+	}
+	// A subscriber that does not read is cut off here; the others never wait for it.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.Limits.WriteTimeout))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	data := body.plain
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		w.Header().Set("Content-Encoding", "gzip")
+		data = body.gz
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	_, _ = w.Write(data)
+}
+
+func (h *Handler) acquire(ns string) bool {
+	if h.total.Add(1) > int64(h.Limits.MaxSubscribers) {
+		h.total.Add(-1)
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.perNS == nil {
+		h.perNS = map[string]int{}
+	}
+	if h.perNS[ns] >= h.Limits.MaxPerNamespace {
+		h.total.Add(-1)
+		return false
+	}
+	h.perNS[ns]++
+	return true
+}
+
+func (h *Handler) release(ns string) {
+	h.total.Add(-1)
+	h.mu.Lock()
+	if h.perNS[ns]--; h.perNS[ns] <= 0 {
+		delete(h.perNS, ns)
+	}
+	h.mu.Unlock()
+}

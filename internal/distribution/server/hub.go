@@ -1,0 +1,319 @@
+// Package server is the manager's side of distribution: a Hub that keeps each TokenPolicy's
+// current snapshot, built from the objects the manager's informers deliver, and an HTTP
+// handler that long-polls it for sidecars, authenticated with TokenReview.
+package server
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
+)
+
+// historyLen is how many past snapshots per policy a delta can start from.
+const historyLen = 8
+
+// DeltaMinEntries: below this many revocation entries a full snapshot is small enough.
+const DeltaMinEntries = 256
+
+// Hub holds the inputs of every snapshot, as the informers delivered them, and the current
+// snapshot of each TokenPolicy. Feed it with Upsert and Delete from informer event handlers
+// (one handler per kind, so each kind's events arrive in order), and call MarkSynced once
+// the caches have synced: before that it serves nothing, since a snapshot built from a
+// half-filled cache would lack revocations.
+type Hub struct {
+	log *slog.Logger
+
+	buildMu sync.Mutex // one build at a time, so snapshots are published in version order
+	mu      sync.Mutex
+	version distribution.Version
+	synced  bool
+	inputs  map[string]*nsInputs // by namespace
+	dirty   map[string]bool      // namespaces to rebuild
+	wake    chan struct{}        // buffered 1: the builder has work
+	entries map[types.NamespacedName]*entry
+}
+
+type nsInputs struct {
+	policies   map[string]*tkv1.TokenPolicy
+	lists      map[string]*tkv1.RevocationList
+	configMaps map[string]*corev1.ConfigMap
+}
+
+// entry is one policy's current snapshot and the waiters for the next one.
+type entry struct {
+	cur     *built
+	history []*built      // oldest first, cur last
+	changed chan struct{} // closed when cur is replaced or the policy goes
+	gone    bool          // the TokenPolicy was deleted
+}
+
+// built is an encoded snapshot, shared by every subscriber that gets it.
+type built struct {
+	snap   *distribution.Snapshot
+	full   encoded
+	mu     sync.Mutex
+	deltas map[string]encoded // by base digest
+}
+
+type encoded struct{ plain, gz []byte }
+
+// NewHub returns an empty Hub; Run builds snapshots until ctx ends.
+func NewHub(log *slog.Logger) *Hub {
+	return &Hub{
+		log:     log,
+		inputs:  map[string]*nsInputs{},
+		dirty:   map[string]bool{},
+		wake:    make(chan struct{}, 1),
+		entries: map[types.NamespacedName]*entry{},
+	}
+}
+
+func kindOf(obj any) int {
+	switch obj.(type) {
+	case *tkv1.TokenPolicy:
+		return distribution.KindTokenPolicy
+	case *tkv1.RevocationList:
+		return distribution.KindRevocationList
+	case *corev1.ConfigMap:
+		return distribution.KindConfigMap
+	}
+	return -1
+}
+
+type object interface {
+	GetNamespace() string
+	GetName() string
+	GetResourceVersion() string
+}
+
+// Upsert records an added or updated object (a TokenPolicy, RevocationList or ConfigMap).
+// Objects are kept by reference and never modified.
+func (h *Hub) Upsert(obj object) { h.record(obj, false) }
+
+// Delete records a deleted object; its resourceVersion is the deletion's.
+func (h *Hub) Delete(obj object) { h.record(obj, true) }
+
+func (h *Hub) record(obj object, deleted bool) {
+	kind := kindOf(obj)
+	if kind < 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rv, err := strconv.ParseUint(obj.GetResourceVersion(), 10, 64); err == nil && rv > h.version[kind] {
+		h.version[kind] = rv
+	}
+	ns := h.inputs[obj.GetNamespace()]
+	if ns == nil {
+		ns = &nsInputs{policies: map[string]*tkv1.TokenPolicy{}, lists: map[string]*tkv1.RevocationList{}, configMaps: map[string]*corev1.ConfigMap{}}
+		h.inputs[obj.GetNamespace()] = ns
+	}
+	name := obj.GetName()
+	switch o := obj.(type) {
+	case *tkv1.TokenPolicy:
+		setOrDelete(ns.policies, name, o, deleted)
+	case *tkv1.RevocationList:
+		setOrDelete(ns.lists, name, o, deleted)
+	case *corev1.ConfigMap:
+		setOrDelete(ns.configMaps, name, o, deleted)
+	}
+	h.dirty[obj.GetNamespace()] = true
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+func setOrDelete[T any](m map[string]T, name string, v T, deleted bool) {
+	if deleted {
+		delete(m, name)
+	} else {
+		m[name] = v
+	}
+}
+
+// MarkSynced says every informer has delivered its initial list.
+func (h *Hub) MarkSynced() {
+	h.mu.Lock()
+	h.synced = true
+	for ns := range h.inputs {
+		h.dirty[ns] = true
+	}
+	h.mu.Unlock()
+	h.rebuildDirty() // at once: a poll after MarkSynced sees every policy
+}
+
+// Run rebuilds the snapshots of changed namespaces, one namespace at a time, so bursts of
+// events coalesce into one build and snapshots are published in version order.
+func (h *Hub) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+		}
+		h.rebuildDirty()
+	}
+}
+
+// rebuildDirty builds every dirty namespace; exported to tests through Flush.
+func (h *Hub) rebuildDirty() {
+	h.buildMu.Lock()
+	defer h.buildMu.Unlock()
+	for {
+		h.mu.Lock()
+		if !h.synced || len(h.dirty) == 0 {
+			h.mu.Unlock()
+			return
+		}
+		var ns string
+		for ns = range h.dirty {
+			break
+		}
+		delete(h.dirty, ns)
+		// The vector and the inputs are taken together: the content is exactly what the
+		// vector says.
+		version := h.version
+		in := h.inputs[ns].clone()
+		h.mu.Unlock()
+		h.rebuild(ns, version, in)
+	}
+}
+
+func (in *nsInputs) clone() nsInputs {
+	out := nsInputs{policies: map[string]*tkv1.TokenPolicy{}, lists: map[string]*tkv1.RevocationList{}, configMaps: map[string]*corev1.ConfigMap{}}
+	if in == nil {
+		return out
+	}
+	for k, v := range in.policies {
+		out.policies[k] = v
+	}
+	for k, v := range in.lists {
+		out.lists[k] = v
+	}
+	for k, v := range in.configMaps {
+		out.configMaps[k] = v
+	}
+	return out
+}
+
+func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
+	next := map[types.NamespacedName]*built{}
+	for name, tp := range in.policies {
+		key := types.NamespacedName{Namespace: ns, Name: name}
+		snap, err := Build(tp, in.lists, in.configMaps)
+		if err != nil {
+			// Keep serving the last good snapshot: a policy that cannot be rendered now
+			// (a bad JWKS) must not take revocations away from its sidecars.
+			h.log.Error("Failed to build a snapshot; kept the last one", "tokenPolicy", key.String(), "err", err)
+			continue
+		}
+		snap.Token.Version = version
+		b, err := encode(snap)
+		if err != nil {
+			h.log.Error("Failed to encode a snapshot; kept the last one", "tokenPolicy", key.String(), "err", err)
+			continue
+		}
+		next[key] = b
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for key, e := range h.entries {
+		if key.Namespace == ns && in.policies[key.Name] == nil && !e.gone {
+			e.gone = true
+			close(e.changed)
+			delete(h.entries, key)
+		}
+	}
+	for key, b := range next {
+		e := h.entries[key]
+		if e == nil {
+			e = &entry{changed: make(chan struct{})}
+			h.entries[key] = e
+		}
+		if e.cur != nil && e.cur.snap.Token.Digest == b.snap.Token.Digest {
+			continue // same content: subscribers holding it have nothing to learn
+		}
+		e.cur = b
+		e.history = append(e.history, b)
+		if len(e.history) > historyLen {
+			e.history = e.history[len(e.history)-historyLen:]
+		}
+		close(e.changed)
+		e.changed = make(chan struct{})
+		h.log.Debug("Built a snapshot", "tokenPolicy", key.String(), "version", b.snap.Token.String())
+	}
+}
+
+// current returns a policy's snapshot and a channel closed when it changes. ok is false
+// while the Hub has not synced (ready false) or the policy is unknown.
+func (h *Hub) current(key types.NamespacedName) (b *built, hist []*built, changed <-chan struct{}, ready bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.synced {
+		return nil, nil, nil, false
+	}
+	e := h.entries[key]
+	if e == nil {
+		return nil, nil, nil, true
+	}
+	return e.cur, e.history, e.changed, true
+}
+
+func encode(s *distribution.Snapshot) (*built, error) {
+	revs := s.Revocations
+	m := &distribution.Message{
+		Namespace: s.Namespace, Name: s.Name, Version: s.Token.String(),
+		Policy: s.Policy, Keys: s.Keys, Revocations: &revs,
+	}
+	full, err := encodeMessage(m)
+	if err != nil {
+		return nil, err
+	}
+	return &built{snap: s, full: full, deltas: map[string]encoded{}}, nil
+}
+
+func encodeMessage(m *distribution.Message) (encoded, error) {
+	plain, err := json.Marshal(m)
+	if err != nil {
+		return encoded{}, err
+	}
+	var gz bytes.Buffer
+	w, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	_, _ = w.Write(plain)
+	if err := w.Close(); err != nil {
+		return encoded{}, err
+	}
+	return encoded{plain: plain, gz: gz.Bytes()}, nil
+}
+
+// delta returns the encoded delta from base to b, computed once per base.
+func (b *built) delta(base *built) (encoded, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.deltas[base.snap.Token.Digest]; ok {
+		return e, nil
+	}
+	added, removed := distribution.Diff(&base.snap.Revocations, &b.snap.Revocations)
+	m := &distribution.Message{
+		Namespace: b.snap.Namespace, Name: b.snap.Name, Version: b.snap.Token.String(),
+		Policy: b.snap.Policy, Keys: b.snap.Keys,
+		Delta: &distribution.Delta{Base: base.snap.Token.Digest, Added: added, Removed: removed},
+	}
+	e, err := encodeMessage(m)
+	if err != nil {
+		return encoded{}, err
+	}
+	b.deltas[base.snap.Token.Digest] = e
+	return e, nil
+}
