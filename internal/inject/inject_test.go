@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -151,6 +152,16 @@ func TestClaimedPodsAreAdmittedOnlyWhenTheyAreMutatesOwnOutput(t *testing.T) {
 		}, "spec.volumes has no volume tokenkeeper-bundle"},
 		{"a policy label naming another policy is refused", func(p *corev1.Pod) { p.Labels[LabelPolicy] = "other" }, "label tokenkeeper.dev/policy"},
 		{"the sidecar without the status annotation is refused", func(p *corev1.Pod) { delete(p.Annotations, AnnotationStatus) }, "is named tokenkeeper-sidecar like the sidecar, but annotation tokenkeeper.dev/status"},
+		{"the app port left under its own name, so Services reach the app directly, is refused", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports[0].Name = "http"
+		}, "still has the name \"http\" the sidecar took over"},
+		{"a hostPort left on the app port is refused", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].HostPort = 8080 }, "has hostPort 8080 on the app port"},
+		{"an app probe aimed at the pod IP again is refused", func(p *corev1.Pod) {
+			p.Spec.Containers[0].ReadinessProbe.HTTPGet = &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt(8080)}
+		}, "readinessProbe probes the app on the pod IP"},
+		{"an app probe to a path the sidecar does not forward is refused", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Env = nil
+		}, "which TOKENKEEPER_APP_PROBES does not forward"},
 		{"hostNetwork added after injection is refused", func(p *corev1.Pod) { p.Spec.HostNetwork = true }, "spec.hostNetwork is true"},
 	}
 	for _, tc := range cases {
