@@ -120,8 +120,11 @@ type ClaimRequirement struct {
 type RouteRule struct {
 	// PathPrefix the request path must start with, such as "/api/" or "/healthz",
 	// compared segment by segment: "/api" and "/api/" both match "/api", "/api/" and
-	// "/api/items", and neither matches "/apiary". The sidecar refuses (400) paths that an
-	// app could resolve differently: dot or empty segments, ";", "\", encoded "/" or ".".
+	// "/api/items", and neither matches "/apiary". The path is matched both as sent and
+	// case-folded, and a request must satisfy the first matching rule of each reading, as
+	// the app may route case-insensitively ("/API/items" needs what "/api/items" needs). The
+	// sidecar refuses (400) paths that an app could resolve differently: dot or empty
+	// segments, ";", "\", encoded "/" or ".".
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^/`

@@ -17,6 +17,7 @@ type Verifier struct {
 	algs      []jose.SignatureAlgorithm
 	required  []requirement
 	rules     []rule
+	foldFree  bool // no rule prefix changes when case-folded
 	forward   []forwardHeader
 	keys      atomic.Pointer[KeySet]
 	revs      atomic.Pointer[Revocations]
@@ -71,6 +72,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		cache:     newCache(o.cacheSize),
 		unknownFn: o.unknownFn,
 	}
+	v.foldFree = foldFree(v.rules)
 	for _, a := range cfg.AllowedAlgorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
