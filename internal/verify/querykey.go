@@ -14,27 +14,52 @@ import (
 func hasQueryKey(rawQuery, name string) bool {
 	for len(rawQuery) > 0 {
 		var part string
-		if i := strings.IndexAny(rawQuery, "&;"); i >= 0 {
-			part, rawQuery = rawQuery[:i], rawQuery[i+1:]
-		} else {
-			part, rawQuery = rawQuery, ""
-		}
-		key, _, _ := strings.Cut(part, "=")
-		if strings.IndexByte(key, '%') >= 0 || strings.IndexByte(key, '+') >= 0 {
-			k, err := url.QueryUnescape(key)
-			if err != nil {
-				k = key // a parser that gives up on the escape reads it as sent
-			}
-			key = k
-		}
-		if i := strings.IndexByte(key, '['); i > 0 {
-			key = key[:i]
-		}
-		if sameQueryKey(key, name) {
+		part, rawQuery, _ = cutQuery(rawQuery)
+		if partHasKey(part, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// removeQueryKey returns rawQuery without the parameters hasQueryKey would find, the others
+// kept as sent, in their order.
+func removeQueryKey(rawQuery, name string) string {
+	var b strings.Builder
+	for len(rawQuery) > 0 {
+		part, rest, _ := cutQuery(rawQuery)
+		if !partHasKey(part, name) {
+			if b.Len() > 0 {
+				b.WriteByte('&')
+			}
+			b.WriteString(part)
+		}
+		rawQuery = rest
+	}
+	return b.String()
+}
+
+// cutQuery splits the first parameter off q at "&" or ";".
+func cutQuery(q string) (part, rest string, found bool) {
+	if i := strings.IndexAny(q, "&;"); i >= 0 {
+		return q[:i], q[i+1:], true
+	}
+	return q, "", false
+}
+
+func partHasKey(part, name string) bool {
+	key, _, _ := strings.Cut(part, "=")
+	if strings.IndexByte(key, '%') >= 0 || strings.IndexByte(key, '+') >= 0 {
+		k, err := url.QueryUnescape(key)
+		if err != nil {
+			k = key // a parser that gives up on the escape reads it as sent
+		}
+		key = k
+	}
+	if i := strings.IndexByte(key, '['); i > 0 {
+		key = key[:i]
+	}
+	return sameQueryKey(key, name)
 }
 
 func sameQueryKey(key, name string) bool {
