@@ -101,8 +101,10 @@ type TrustedKeySource struct {
 	JWKSURI string `json:"jwksURI,omitempty"`
 }
 
-// ClaimRequirement requires a claim to be present and, when values is set, to hold one of them
-// (for an array claim such as "groups" or a space-separated "scope": any element).
+// ClaimRequirement requires a claim to be present and, when values is set, to hold one of them:
+// for an array claim such as "groups", any element, compared whole; for a string claim, the
+// whole string, or for "scope" and "scp" (space-separated lists by definition) any word of it.
+// No other claim is split: "readonly admin" is one value, not "admin".
 type ClaimRequirement struct {
 	// Name of the claim; dots reach into nested objects (e.g. "realm_access.roles").
 	// +kubebuilder:validation:MinLength=1

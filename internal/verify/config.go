@@ -49,7 +49,9 @@ type Config struct {
 }
 
 // ClaimRequirement requires a claim and, when Values is set, one of them: for an array claim
-// any element, for a string claim the whole string or any space-separated word ("scope").
+// any element, whole; for a string claim the whole string, or for "scope" and "scp" (a
+// space-separated list by definition) also any word of it. Other claims are never split:
+// "readonly admin" is not "admin".
 type ClaimRequirement struct {
 	// Name of the claim; dots reach into nested objects ("realm_access.roles"). A top-level
 	// claim whose own name holds dots (an Auth0-style URL) is found too.
