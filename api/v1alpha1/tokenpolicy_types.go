@@ -41,6 +41,16 @@ type TokenPolicySpec struct {
 	// +optional
 	MaxTokenLifetime *metav1.Duration `json:"maxTokenLifetime,omitempty"`
 
+	// RequiredTokenType is the "typ" header every token must carry, such as "at+jwt" for
+	// OAuth 2.0 access tokens (RFC 9068), so that an ID token from the same issuer cannot be
+	// used as an access token. Compared case-insensitively, with "application/" implied when
+	// the value holds no "/" (RFC 7515 §4.1.9): "at+jwt" and "application/at+jwt" are one.
+	// Empty (the default) means typ is not checked.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[!#$%&'*+\-.^_|~0-9A-Za-z/]*$`
+	// +optional
+	RequiredTokenType string `json:"requiredTokenType,omitempty"`
+
 	// RequiredClaims every token must satisfy on every non-anonymous route.
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=atomic

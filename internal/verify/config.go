@@ -34,6 +34,10 @@ type Config struct {
 	ClockSkew time.Duration
 	// MaxTokenLifetime caps exp - iat; zero means no cap. When set, tokens without iat fail.
 	MaxTokenLifetime time.Duration
+	// RequiredTokenType is the "typ" header every token must carry (such as "at+jwt", RFC
+	// 9068), compared as media types: case-insensitively, "application/" implied without a
+	// "/". Empty means typ is not checked.
+	RequiredTokenType string
 	// RequiredClaims every verified token satisfies.
 	RequiredClaims []ClaimRequirement
 	// Rules are evaluated in order by Decide; the first that matches decides.
