@@ -122,7 +122,7 @@ func (r *rule) allows(method string) bool {
 	return false
 }
 
-// prefixFold reports whether p begins with prefix under Unicode simple case folding (the
+// prefixFold reports whether p begins with prefix read case-insensitively (equalFoldRune: the
 // widest reading a case-insensitive router may have) and how many bytes of p that takes.
 func prefixFold(p, prefix string) (int, bool) {
 	i := 0
@@ -139,8 +139,14 @@ func prefixFold(p, prefix string) (int, bool) {
 	return i, true
 }
 
-// equalFoldRune is strings.EqualFold for one rune: r and s share a case-folding orbit.
+// equalFoldRune reports whether a case-insensitive router could read r as s: they share a
+// case-folding orbit (strings.EqualFold), or upper-case or lower-case to the same rune, as
+// comparisons by ToUpper (.NET's OrdinalIgnoreCase) or ToLower do: "ı" upper-cases to "I",
+// "İ" lower-cases to "i", though neither folds so.
 func equalFoldRune(r, s rune) bool {
+	if unicode.ToUpper(r) == unicode.ToUpper(s) || unicode.ToLower(r) == unicode.ToLower(s) {
+		return true
+	}
 	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
 		if f == s {
 			return true

@@ -140,6 +140,8 @@ func TestDecideReadsThePathBothWaysForCase(t *testing.T) {
 		{"anonymous under two different anonymous rules", "/public/logo.png", nil, Decision{Outcome: AllowAnonymous, Rule: 3}},
 		{"an exact-case anonymous path stays anonymous", "/Docs/intro", nil, Decision{Outcome: AllowAnonymous, Rule: 4}},
 		{"a folded anonymous rule gives nothing a token rule asks for", "/admin/users", plain, Decision{Outcome: Forbidden, Reason: ReasonMissingClaim, Claim: "groups", Rule: 0}},
+		{"a dotless i reads as i to a router comparing upper case", "/adm\u0131n", nil, Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: 0}},
+		{"a dotted capital I reads as i to a router comparing lower case", "/ADM\u0130N", nil, Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: 0}},
 		{"non-ASCII letters fold as Unicode does", "/STRA\u1e9eE", nil, Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: 5}},
 	}
 	for _, tc := range cases {
