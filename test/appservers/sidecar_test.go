@@ -197,6 +197,12 @@ func TestTheAppServersReadRequestsAsAttacksAssume(t *testing.T) {
 			t.Fatalf("handler %q", e.Handler)
 		}
 	})
+	t.Run("Express serves a POST with an encoded _method=DELETE query from its DELETE handler", func(t *testing.T) {
+		_, body := send(t, "POST", expressURL+"/items/1?%5Fmethod=DELETE")
+		if e := decodeExpress(t, body); e.Handler != "delete-item" {
+			t.Fatalf("handler %q", e.Handler)
+		}
+	})
 	t.Run("Express reads access%5Ftoken and access_token[] as access_token", func(t *testing.T) {
 		_, body := send(t, "GET", expressURL+"/public?access%5Ftoken=a&access_token[]=b")
 		if e := decodeExpress(t, body); e.Query["access_token"] == nil {

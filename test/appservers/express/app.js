@@ -1,6 +1,6 @@
 // A real Express 4 app for test/appservers: the routing Express does by default (paths are
-// case-insensitive) and the method-override middleware reading X-HTTP-Method-Override, as
-// apps commonly enable it. Every handler echoes what it saw as JSON. It listens on
+// case-insensitive) and the method-override middleware reading X-HTTP-Method-Override and
+// the _method query parameter, as apps commonly enable it. Every handler echoes what it saw as JSON. It listens on
 // 127.0.0.1 on the port given as the first argument (0: any) and prints "listening <port>".
 'use strict';
 const express = require('express');
@@ -8,6 +8,7 @@ const methodOverride = require('method-override');
 
 const app = express();
 app.use(methodOverride('X-HTTP-Method-Override'));
+app.use(methodOverride('_method'));
 
 function echo(handler) {
   return (req, res) => res.json({
