@@ -7,8 +7,8 @@ import (
 
 // hasQueryKey reports whether rawQuery holds a parameter that an app's parser could read as
 // name: keys are percent-decoded ("access%5Ftoken"), a bracketed suffix is dropped
-// ("access_token[]", "access_token[0]", as qs, Rack and PHP read arrays), "." and " " count
-// as "_" (PHP rewrites them so), ";" separates as "&" does for some parsers, and letters
+// ("access_token[]", "access_token[0]", as qs, Rack and PHP read arrays), ".", " " and an
+// unclosed "[" count as "_" (PHP rewrites them so), ";" separates as "&" does for some parsers, and letters
 // compare case-insensitively. name is lower case and uses "_". Allocation-free unless a key
 // is encoded.
 func hasQueryKey(rawQuery, name string) bool {
@@ -56,10 +56,11 @@ func partHasKey(part, name string) bool {
 		}
 		key = k
 	}
-	if i := strings.IndexByte(key, '['); i > 0 {
-		key = key[:i]
+	if sameQueryKey(key, name) {
+		return true
 	}
-	return sameQueryKey(key, name)
+	i := strings.IndexByte(key, '[')
+	return i > 0 && sameQueryKey(key[:i], name)
 }
 
 func sameQueryKey(key, name string) bool {
@@ -71,7 +72,7 @@ func sameQueryKey(key, name string) bool {
 		switch {
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
-		case c == '.' || c == ' ':
+		case c == '.' || c == ' ' || c == '[':
 			c = '_'
 		}
 		if c != name[i] {
