@@ -348,6 +348,7 @@ func TestRevocationVolumeNeverStopsAKeyFromBeingPublished(t *testing.T) {
 	if err := k8sClient.Update(context.Background(), sk); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	eventually(t, 30*time.Second, "the rotated key in the bundle", func() error {
 		next := getSK(t, ns, "orders").Status.ActiveKID
 		if next == first {
@@ -362,6 +363,7 @@ func TestRevocationVolumeNeverStopsAKeyFromBeingPublished(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("rotated key in the bundle %s after the rotation request", time.Since(start).Round(time.Millisecond))
 	if r := condition(getTP(t, ns, "orders-api").Status.Conditions, tkv1.ConditionReady); r.Status != metav1.ConditionTrue {
 		t.Errorf("Ready = %+v", r)
 	}
