@@ -274,3 +274,23 @@ func FuzzCanonicalTailIsRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestAKeySwapDropsATokenAndItsTwinTogether(t *testing.T) {
+	k, other := testKey(t, "ES256"), namedKey(t, "other", "ES256")
+	v := newVerifier(t, trusting(k, other))
+	tok := newToken(t, k)
+	for _, s := range []string{tok, sTwin(t, tok, "ES256"), newToken(t, other)} {
+		c, err := v.Verify(s, t0)
+		wantReason(t, c, err, "")
+	}
+	if _, _, n := v.CacheStats(); n != 2 {
+		t.Fatalf("%d entries, want 2: one for the token and its twin, one for the other key's", n)
+	}
+	v.SetKeySet(keySetOf(t, other))
+	if _, _, n := v.CacheStats(); n != 1 {
+		t.Errorf("%d entries after the swap, want 1", n)
+	}
+	checkCacheInvariants(t, v.cache)
+	c, err := v.Verify(sTwin(t, tok, "ES256"), t0)
+	wantReason(t, c, err, ReasonUnknownKID)
+}
