@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"encoding/base64"
@@ -71,10 +72,11 @@ func base64URLValue(c byte) (byte, bool) {
 	return 0, false
 }
 
-// ecdsaOrder is the group order n of the curve behind each ECDSA alg, and half of it.
+// ecdsaOrder is the group order n of the curve behind each ECDSA alg, and half of it, as
+// big-endian bytes of the length r and s have in a JWS signature (RFC 7518 §3.4).
 type ecdsaOrder struct {
-	n, half *big.Int
-	size    int // bytes of r and of s in a JWS signature (RFC 7518 §3.4)
+	n, half []byte
+	size    int
 }
 
 var ecdsaOrders = map[string]ecdsaOrder{
@@ -85,14 +87,14 @@ var ecdsaOrders = map[string]ecdsaOrder{
 
 func orderOf(c elliptic.Curve, size int) ecdsaOrder {
 	n := c.Params().N
-	return ecdsaOrder{n: n, half: new(big.Int).Rsh(n, 1), size: size}
+	return ecdsaOrder{n: n.FillBytes(make([]byte, size)), half: new(big.Int).Rsh(n, 1).FillBytes(make([]byte, size)), size: size}
 }
 
 // lowSTwinSum returns the SHA-256 of raw with its ECDSA signature's s replaced by n−s,
 // when alg is an ECDSA alg and s is the high one of the pair (n/2 < s < n). Such a token
 // and its low-s twin verify alike, so they share the twin's cache entry. Anything else
 // (other algs, low s, a signature of the wrong length or out of range) has no twin.
-// Called only for a verified token, off the cached path.
+// Called only for a verified token, off the cached path; it works on stack buffers.
 func lowSTwinSum(raw, alg string) (sum [32]byte, ok bool) {
 	o, isEC := ecdsaOrders[alg]
 	if !isEC {
@@ -107,12 +109,20 @@ func lowSTwinSum(raw, alg string) (sum [32]byte, ok bool) {
 	if _, err := base64.RawURLEncoding.Decode(sig[:], unsafe.Slice(unsafe.StringData(enc), len(enc))); err != nil {
 		return sum, false
 	}
-	sb := sig[o.size : 2*o.size]
-	s := new(big.Int).SetBytes(sb)
-	if s.Cmp(o.half) <= 0 || s.Cmp(o.n) >= 0 {
+	s := sig[o.size : 2*o.size]
+	if bytes.Compare(s, o.half) <= 0 || bytes.Compare(s, o.n) >= 0 {
 		return sum, false
 	}
-	s.Sub(o.n, s).FillBytes(sb)
+	var borrow int
+	for i := o.size - 1; i >= 0; i-- { // s = n − s, big-endian with borrow
+		d := int(o.n[i]) - int(s[i]) - borrow
+		borrow = 0
+		if d < 0 {
+			d += 256
+			borrow = 1
+		}
+		s[i] = byte(d)
+	}
 	var out [176]byte // base64 of 132 bytes
 	base64.RawURLEncoding.Encode(out[:], sig[:2*o.size])
 	h := sha256.New()

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"math/big"
@@ -39,8 +40,9 @@ func sTwin(t testing.TB, tok, alg string) string {
 	if err != nil || len(sig) != 2*o.size {
 		t.Fatalf("signature of %d bytes (%v), want %d", len(sig), err, 2*o.size)
 	}
+	n := new(big.Int).SetBytes(o.n)
 	s := new(big.Int).SetBytes(sig[o.size:])
-	new(big.Int).Sub(o.n, s).FillBytes(sig[o.size:])
+	n.Sub(n, s).FillBytes(sig[o.size:])
 	seg[2] = base64.RawURLEncoding.EncodeToString(sig)
 	return joinSegments(seg)
 }
@@ -50,7 +52,7 @@ func isHighS(t testing.TB, tok, alg string) bool {
 	t.Helper()
 	o := ecdsaOrders[alg]
 	sig, _ := base64.RawURLEncoding.DecodeString(segments(tok)[2])
-	return new(big.Int).SetBytes(sig[o.size:]).Cmp(o.half) > 0
+	return new(big.Int).SetBytes(sig[o.size:]).Cmp(new(big.Int).SetBytes(o.half)) > 0
 }
 
 // tokenWithTwoByteTails pads the header and the claims until both segments have a length
@@ -293,4 +295,23 @@ func TestAKeySwapDropsATokenAndItsTwinTogether(t *testing.T) {
 	checkCacheInvariants(t, v.cache)
 	c, err := v.Verify(sTwin(t, tok, "ES256"), t0)
 	wantReason(t, c, err, ReasonUnknownKID)
+}
+
+func TestFindingTheLowSTwinAllocatesNothing(t *testing.T) {
+	for _, alg := range []string{"ES256", "ES384", "ES512"} {
+		tok := newToken(t, testKey(t, alg))
+		if !isHighS(t, tok, alg) {
+			tok = sTwin(t, tok, alg)
+		}
+		want, err := base64.RawURLEncoding.DecodeString(segments(sTwin(t, tok, alg))[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := lowSTwinSum(tok, alg); !ok || got != sha256.Sum256([]byte(sTwin(t, tok, alg))) {
+			t.Errorf("%s: twin sum %x (%v), want the sum of the token with s %x", alg, got[:4], ok, want[len(want)/2:])
+		}
+		if n := testing.AllocsPerRun(100, func() { lowSTwinSum(tok, alg) }); n != 0 {
+			t.Errorf("%s: %v allocations per twin, want 0", alg, n)
+		}
+	}
 }
