@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -314,4 +315,33 @@ func TestFindingTheLowSTwinAllocatesNothing(t *testing.T) {
 			t.Errorf("%s: %v allocations per twin, want 0", alg, n)
 		}
 	}
+}
+
+func TestConcurrentTwinsUnderASmallByteBudgetKeepTheBooks(t *testing.T) {
+	k := testKey(t, "ES256")
+	v := newVerifier(t, trusting(k))
+	var toks []string
+	for i := range 40 {
+		tok := newToken(t, k, withClaim("jti", fmt.Sprint(i)), withClaim("blob", strings.Repeat("x", 2<<10)))
+		toks = append(toks, tok, sTwin(t, tok, "ES256"))
+	}
+	v.cache.maxBytes = 10 * entryCost(toks[0])
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				if _, err := v.Verify(toks[(i*7+g)%len(toks)], t0); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if v.cache.bytes > v.cache.maxBytes {
+		t.Errorf("cache holds %d bytes, budget %d", v.cache.bytes, v.cache.maxBytes)
+	}
+	checkCacheInvariants(t, v.cache)
 }
