@@ -44,6 +44,7 @@ fuzz: ## Run each fuzz test for FUZZTIME.
 	$(GO) test -run='^$$' -fuzz='^FuzzLoadRing$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/keys
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/jwks
 	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/verify
+	$(GO) test -run='^$$' -fuzz='^FuzzQueryKey$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/verify
 	$(GO) test -run='^$$' -fuzz='^FuzzUsableRemoteKeys$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./internal/sidecar
 
 .PHONY: envtest-assets

@@ -113,6 +113,14 @@ func TestAPIServerInjectsTheSidecarThroughTheManagersWebhook(t *testing.T) {
 		{"a pod with no port to protect is refused", pod("ambiguous", optIn, corev1.ContainerPort{Name: "a", ContainerPort: 1}, corev1.ContainerPort{Name: "b", ContainerPort: 2}), "set annotation tokenkeeper.dev/port"},
 		{"a pod with a forged sidecar is refused", forgedSidecar, "is not the sidecar this webhook injects"},
 		{"a pod whose status annotation claims a sidecar it lacks is refused", forgedStatus, "annotation tokenkeeper.dev/status=\"injected\" says the pod is injected"},
+		{"a pod that does not opt in but is marked injected is refused", pod("forged-status-only", map[string]string{inject.AnnotationStatus: inject.StatusInjected}, http), "annotation tokenkeeper.dev/inject is not \"true\""},
+		{"a pod that does not opt in but has a container named like the sidecar is refused", func() *corev1.Pod {
+			p := pod("forged-sidecar-only", nil, http)
+			always := corev1.ContainerRestartPolicyAlways
+			p.Spec.InitContainers = []corev1.Container{{Name: inject.ContainerName, Image: "busybox", Command: []string{"sleep", "infinity"}, RestartPolicy: &always}}
+			return p
+		}(), "annotation tokenkeeper.dev/inject is not \"true\""},
+		{"a copy of an injected pod whose app keeps its port name is refused", copyOf("app-port-kept", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].Name = "http" }), "still has the name \"http\" the sidecar took over"},
 		{"a hostNetwork pod is refused", func() *corev1.Pod { p := pod("hostnet", optIn, http); p.Spec.HostNetwork = true; return p }(), "spec.hostNetwork is true"},
 	}
 	for _, c := range cases {

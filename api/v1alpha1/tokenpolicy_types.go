@@ -41,6 +41,16 @@ type TokenPolicySpec struct {
 	// +optional
 	MaxTokenLifetime *metav1.Duration `json:"maxTokenLifetime,omitempty"`
 
+	// RequiredTokenType is the "typ" header every token must carry, such as "at+jwt" for
+	// OAuth 2.0 access tokens (RFC 9068), so that an ID token from the same issuer cannot be
+	// used as an access token. Compared case-insensitively, with "application/" implied when
+	// the value holds no "/" (RFC 7515 §4.1.9): "at+jwt" and "application/at+jwt" are one.
+	// Empty (the default) means typ is not checked.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[!#$%&'*+\-.^_|~0-9A-Za-z/]*$`
+	// +optional
+	RequiredTokenType string `json:"requiredTokenType,omitempty"`
+
 	// RequiredClaims every token must satisfy on every non-anonymous route.
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=atomic
@@ -129,8 +139,10 @@ type TrustedKeySource struct {
 	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
-// ClaimRequirement requires a claim to be present and, when values is set, to hold one of them
-// (for an array claim such as "groups" or a space-separated "scope": any element).
+// ClaimRequirement requires a claim to be present and, when values is set, to hold one of them:
+// for an array claim such as "groups", any element, compared whole; for a string claim, the
+// whole string, or for "scope" and "scp" (space-separated lists by definition) any word of it.
+// No other claim is split: "readonly admin" is one value, not "admin".
 type ClaimRequirement struct {
 	// Name of the claim; dots reach into nested objects (e.g. "realm_access.roles").
 	// +kubebuilder:validation:MinLength=1
@@ -148,8 +160,11 @@ type ClaimRequirement struct {
 type RouteRule struct {
 	// PathPrefix the request path must start with, such as "/api/" or "/healthz",
 	// compared segment by segment: "/api" and "/api/" both match "/api", "/api/" and
-	// "/api/items", and neither matches "/apiary". The sidecar refuses (400) paths that an
-	// app could resolve differently: dot or empty segments, ";", "\", encoded "/" or ".".
+	// "/api/items", and neither matches "/apiary". The path is matched both as sent and
+	// case-folded, and a request must satisfy the first matching rule of each reading, as
+	// the app may route case-insensitively ("/API/items" needs what "/api/items" needs). The
+	// sidecar refuses (400) paths that an app could resolve differently: dot or empty
+	// segments, ";", "\", encoded "/" or ".".
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^/`

@@ -254,6 +254,9 @@ func checkOwnOutput(pod *corev1.Pod, cfg Config) error {
 	if want := container(cfg, in); !equality.Semantic.DeepEqual(want, withDefaultsOf(want, got)) {
 		return errors.New("spec.initContainers[0] is not the sidecar this webhook injects")
 	}
+	if err := checkAppSide(pod, cfg, in); err != nil {
+		return err
+	}
 	for _, want := range volumes(cfg, policy) {
 		found := false
 		for _, v := range pod.Spec.Volumes {
@@ -272,6 +275,68 @@ func checkOwnOutput(pod *corev1.Pod, cfg Config) error {
 		if !found {
 			return fmt.Errorf("spec.volumes has no volume %s as the webhook adds it", want.Name)
 		}
+	}
+	return nil
+}
+
+// checkAppSide checks what Mutate changes in the app containers: a real sidecar beside an
+// app that still has its port name (so Services reach the app directly), a hostPort on the
+// app port, or a probe that reaches the app on the pod IP leaves the app reachable around
+// the sidecar.
+func checkAppSide(pod *corev1.Pod, cfg Config, in sidecarInputs) error {
+	renamed := ""
+	if in.portName != "" {
+		renamed = appPortName(in.portName)
+	}
+	found := false
+	for i, c := range pod.Spec.Containers {
+		for j, p := range c.Ports {
+			if in.portName != "" && p.Name == in.portName {
+				return fmt.Errorf("spec.containers[%d].ports[%d] still has the name %q the sidecar took over", i, j, p.Name)
+			}
+			if p.ContainerPort != in.appPort {
+				continue
+			}
+			if p.HostPort != 0 || p.HostIP != "" {
+				return fmt.Errorf("spec.containers[%d].ports[%d] has hostPort %d on the app port, which only the sidecar's port may have", i, j, p.HostPort)
+			}
+			found = found || p.Name == renamed
+		}
+	}
+	if !found {
+		return fmt.Errorf("no app container has port %d named %q behind the sidecar", in.appPort, renamed)
+	}
+	var originals map[string]json.RawMessage
+	if in.probes != "" {
+		if err := json.Unmarshal([]byte(in.probes), &originals); err != nil {
+			return fmt.Errorf("spec.initContainers[0].env %s: %v", AppProbesEnv, err)
+		}
+	}
+	through := 0
+	for i, c := range pod.Spec.Containers {
+		for _, k := range []struct {
+			kind, field string
+			probe       *corev1.Probe
+		}{{"livez", "livenessProbe", c.LivenessProbe}, {"readyz", "readinessProbe", c.ReadinessProbe}, {"startupz", "startupProbe", c.StartupProbe}} {
+			pr := k.probe
+			if pr == nil {
+				continue
+			}
+			path := "/app-health/" + c.Name + "/" + k.kind
+			if g := pr.HTTPGet; g != nil && g.Port == intstr.FromInt32(cfg.AdminPort) && g.Path == path && onPod(g.Host) {
+				if _, ok := originals[path]; !ok {
+					return fmt.Errorf("spec.containers[%d].%s goes to %s, which %s does not forward", i, k.field, path, AppProbesEnv)
+				}
+				through++
+				continue
+			}
+			if (pr.HTTPGet != nil && onPod(pr.HTTPGet.Host)) || (pr.TCPSocket != nil && onPod(pr.TCPSocket.Host)) || pr.GRPC != nil {
+				return fmt.Errorf("spec.containers[%d].%s probes the app on the pod IP, not through the sidecar", i, k.field)
+			}
+		}
+	}
+	if through != len(originals) {
+		return fmt.Errorf("%s forwards %d probes, the app containers have %d through the sidecar", AppProbesEnv, len(originals), through)
 	}
 	return nil
 }

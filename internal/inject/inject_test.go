@@ -10,7 +10,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/sidecar"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -55,6 +58,8 @@ func TestMutateMatchesGoldenPods(t *testing.T) {
 				t.Fatal(err)
 			}
 			compare(t, strings.TrimSuffix(in, ".yaml")+".golden.yaml", got)
+
+			checkForwardedProbes(t, out, DefaultConfig())
 
 			// Injecting the injected pod again changes nothing.
 			again, res2, err := Mutate(out, DefaultConfig())
@@ -151,6 +156,16 @@ func TestClaimedPodsAreAdmittedOnlyWhenTheyAreMutatesOwnOutput(t *testing.T) {
 		}, "spec.volumes has no volume tokenkeeper-bundle"},
 		{"a policy label naming another policy is refused", func(p *corev1.Pod) { p.Labels[LabelPolicy] = "other" }, "label tokenkeeper.dev/policy"},
 		{"the sidecar without the status annotation is refused", func(p *corev1.Pod) { delete(p.Annotations, AnnotationStatus) }, "is named tokenkeeper-sidecar like the sidecar, but annotation tokenkeeper.dev/status"},
+		{"the app port left under its own name, so Services reach the app directly, is refused", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports[0].Name = "http"
+		}, "still has the name \"http\" the sidecar took over"},
+		{"a hostPort left on the app port is refused", func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].HostPort = 8080 }, "has hostPort 8080 on the app port"},
+		{"an app probe aimed at the pod IP again is refused", func(p *corev1.Pod) {
+			p.Spec.Containers[0].ReadinessProbe.HTTPGet = &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt(8080)}
+		}, "readinessProbe probes the app on the pod IP"},
+		{"an app probe to a path the sidecar does not forward is refused", func(p *corev1.Pod) {
+			p.Spec.InitContainers[0].Env = nil
+		}, "which TOKENKEEPER_APP_PROBES does not forward"},
 		{"hostNetwork added after injection is refused", func(p *corev1.Pod) { p.Spec.HostNetwork = true }, "spec.hostNetwork is true"},
 	}
 	for _, tc := range cases {
@@ -216,5 +231,40 @@ func TestDistributionAddsTheProjectedTokenAndTheSidecarArgs(t *testing.T) {
 	plain, _, _ := Mutate(readPod(t, "testdata/one-named-port.yaml"), DefaultConfig())
 	if len(plain.Spec.Volumes) != 1 || strings.Contains(strings.Join(plain.Spec.InitContainers[0].Args, " "), "distribution") {
 		t.Errorf("distribution parts without a URL: %+v", plain.Spec.Volumes)
+	}
+}
+
+// checkForwardedProbes parses the sidecar's TOKENKEEPER_APP_PROBES with the sidecar's own
+// parser (the other side of the contract) and checks that every probe pointed at the admin
+// port has its original there.
+func checkForwardedProbes(t *testing.T, pod *corev1.Pod, cfg Config) {
+	t.Helper()
+	if pod.Annotations[AnnotationStatus] != StatusInjected {
+		return
+	}
+	var env string
+	for _, e := range pod.Spec.InitContainers[0].Env {
+		if e.Name == sidecar.AppProbesEnv {
+			env = e.Value
+		}
+	}
+	probes, err := sidecar.ParseAppProbes(env)
+	if err != nil {
+		t.Fatalf("the sidecar cannot parse the probes the webhook passes it: %v", err)
+	}
+	seen := 0
+	for _, c := range pod.Spec.Containers {
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Port.IntVal != cfg.AdminPort {
+				continue
+			}
+			seen++
+			if _, ok := probes[pr.HTTPGet.Path]; !ok {
+				t.Errorf("container %s probes %s, which the sidecar has no original for", c.Name, pr.HTTPGet.Path)
+			}
+		}
+	}
+	if seen != len(probes) {
+		t.Errorf("%d probes go through the sidecar, %d originals passed", seen, len(probes))
 	}
 }

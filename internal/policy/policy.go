@@ -67,6 +67,8 @@ func Config(tp *tkv1.TokenPolicy) (verify.Config, error) {
 		Audiences:    append([]string(nil), s.Audiences...),
 		ClockSkew:    verify.DefaultClockSkew,
 		ForwardToken: s.ForwardToken,
+
+		RequiredTokenType: s.RequiredTokenType,
 	}
 	if s.ClockSkew != nil {
 		cfg.ClockSkew = s.ClockSkew.Duration

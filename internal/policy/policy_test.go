@@ -57,3 +57,18 @@ spec:
 		t.Errorf("complete entries reported: %v", err)
 	}
 }
+
+func TestConfigCarriesTheRequiredTokenType(t *testing.T) {
+	tp := &tkv1.TokenPolicy{Spec: tkv1.TokenPolicySpec{Issuer: "https://issuer.example", Audiences: []string{"api"}, RequiredTokenType: "at+jwt"}}
+	cfg, err := Config(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RequiredTokenType != "at+jwt" {
+		t.Errorf("RequiredTokenType = %q, want at+jwt", cfg.RequiredTokenType)
+	}
+	tp.Spec.RequiredTokenType = ""
+	if cfg, _ := Config(tp); cfg.RequiredTokenType != "" {
+		t.Errorf("RequiredTokenType = %q by default, want it off", cfg.RequiredTokenType)
+	}
+}

@@ -28,10 +28,12 @@
 //     request but those on anonymous routes does. /readyz says 503 meanwhile.
 //   - A request whose method or path the app could read differently from the rules gets
 //     400 before any rule applies (verify.CheckTarget: lower-case methods, ";", "\", dot or
-//     empty segments, encoded "/", "\", ".", ";" or "%"). Rules match whole segments.
+//     empty segments, encoded "/", "\", ".", ";" or "%"), and so does one asking for another
+//     method (verify.CheckMethodOverride: X-HTTP-Method-Override and kin, a _method query
+//     parameter). Rules match whole segments, as sent and case-folded.
 //   - Anonymous routes pass without a token. A token they carry is verified: a valid one is
-//     forwarded with its claims as anywhere else; any other (invalid, ambiguous, or in the
-//     access_token query parameter) is removed, so the app never reads a token nobody
+//     forwarded with its claims as anywhere else; any other (invalid, ambiguous, or in an
+//     access_token query parameter, in any spelling an app reads as one) is removed, so the app never reads a token nobody
 //     verified. Every other request needs a valid token (401 otherwise) that satisfies the
 //     route's rule (403 otherwise).
 //   - Only WebSocket upgrades are passed: after a 101 the app talks to the client directly,

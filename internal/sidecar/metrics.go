@@ -44,7 +44,7 @@ var rejectionReasons = []verify.Reason{
 	verify.ReasonNotYetValid, verify.ReasonIssuedInFuture, verify.ReasonMissingIAT,
 	verify.ReasonLifetimeExceeded, verify.ReasonMissingClaim, verify.ReasonClaimMismatch,
 	verify.ReasonRevokedToken, verify.ReasonRevokedSubject, verify.ReasonRevokedKey,
-	verify.ReasonMissingToken, verify.ReasonAmbiguousToken,
+	verify.ReasonMissingToken, verify.ReasonAmbiguousToken, verify.ReasonWrongTokenType,
 }
 
 // Files the sidecar reloads, the "file" label of the reload metric.

@@ -65,6 +65,12 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 		refuse(w, http.StatusBadRequest, nil)
 		return outcomeBadRequest
 	}
+	if err := verify.CheckMethodOverride(r.Header, r.URL); err != nil {
+		// The rules match the request line's method; the app would serve another.
+		s.debugRejection(r, http.StatusBadRequest, "", err)
+		refuse(w, http.StatusBadRequest, nil)
+		return outcomeBadRequest
+	}
 	eng := s.engine.Load()
 	if eng == nil {
 		w.Header()["Retry-After"] = retryAfter

@@ -34,6 +34,10 @@ type Config struct {
 	ClockSkew time.Duration
 	// MaxTokenLifetime caps exp - iat; zero means no cap. When set, tokens without iat fail.
 	MaxTokenLifetime time.Duration
+	// RequiredTokenType is the "typ" header every token must carry (such as "at+jwt", RFC
+	// 9068), compared as media types: case-insensitively, "application/" implied without a
+	// "/". Empty means typ is not checked.
+	RequiredTokenType string
 	// RequiredClaims every verified token satisfies.
 	RequiredClaims []ClaimRequirement
 	// Rules are evaluated in order by Decide; the first that matches decides.
@@ -49,7 +53,9 @@ type Config struct {
 }
 
 // ClaimRequirement requires a claim and, when Values is set, one of them: for an array claim
-// any element, for a string claim the whole string or any space-separated word ("scope").
+// any element, whole; for a string claim the whole string, or for "scope" and "scp" (a
+// space-separated list by definition) also any word of it. Other claims are never split:
+// "readonly admin" is not "admin".
 type ClaimRequirement struct {
 	// Name of the claim; dots reach into nested objects ("realm_access.roles"). A top-level
 	// claim whose own name holds dots (an Auth0-style URL) is found too.

@@ -4,6 +4,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Outcome is what a request may do.
@@ -71,13 +73,44 @@ func compileRules(rules []Rule) []rule {
 	return out
 }
 
+// foldFree reports whether every rule prefix is ASCII without upper case, so that a path
+// that is ASCII without upper case reads the same folded: the case-folded pass is skipped.
+func foldFree(rules []rule) bool {
+	for i := range rules {
+		if !lowerASCII(rules[i].base) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
 // matches compares the path segment by segment, as Kubernetes Ingress "Prefix" paths do:
 // "/admin" and "/admin/" both match "/admin", "/admin/" and "/admin/users", and neither
 // matches "/administrator", so an anonymous "/healthz" does not open "/healthz-debug".
-func (r *rule) matches(method, p string) bool {
-	if !strings.HasPrefix(p, r.base) || (len(p) > len(r.base) && p[len(r.base)] != '/') {
+// Under fold, letters compare case-insensitively, as Express (by default), ASP.NET Core and
+// other case-insensitive routers read the path.
+func (r *rule) matches(method, p string, fold bool) bool {
+	if fold {
+		n, ok := prefixFold(p, r.base)
+		if !ok || (len(p) > n && p[n] != '/') {
+			return false
+		}
+	} else if !strings.HasPrefix(p, r.base) || (len(p) > len(r.base) && p[len(r.base)] != '/') {
 		return false
 	}
+	return r.allows(method)
+}
+
+func (r *rule) allows(method string) bool {
 	if len(r.methods) == 0 {
 		return true
 	}
@@ -89,31 +122,95 @@ func (r *rule) matches(method, p string) bool {
 	return false
 }
 
+// prefixFold reports whether p begins with prefix read case-insensitively (equalFoldRune: the
+// widest reading a case-insensitive router may have) and how many bytes of p that takes.
+func prefixFold(p, prefix string) (int, bool) {
+	i := 0
+	for _, pr := range prefix {
+		if i >= len(p) {
+			return 0, false
+		}
+		r, size := utf8.DecodeRuneInString(p[i:])
+		if r != pr && !equalFoldRune(r, pr) {
+			return 0, false
+		}
+		i += size
+	}
+	return i, true
+}
+
+// equalFoldRune reports whether a case-insensitive router could read r as s: they share a
+// case-folding orbit (strings.EqualFold), or upper-case or lower-case to the same rune, as
+// comparisons by ToUpper (.NET's OrdinalIgnoreCase) or ToLower do: "ı" upper-cases to "I",
+// "İ" lower-cases to "i", though neither folds so.
+func equalFoldRune(r, s rune) bool {
+	if unicode.ToUpper(r) == unicode.ToUpper(s) || unicode.ToLower(r) == unicode.ToLower(s) {
+		return true
+	}
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f == s {
+			return true
+		}
+	}
+	return false
+}
+
 // Decide applies the rules to a request; claims is nil when the request has no valid
 // token. Pass the decoded URL path (URL.Path). The first matching rule decides; a request no
 // rule matches needs a valid token and nothing more.
+//
+// The sidecar cannot know whether the app routes case-sensitively (Go, Spring) or not
+// (Express by default, ASP.NET Core), so the path is read both ways and the request must
+// satisfy both first matches: it is anonymous only if both rules are, and a token must meet
+// the claims of both. "/ADMIN/users" thus gets no looser treatment than "/admin/users" in an
+// app that serves both from one handler, and a case-sensitive app loses nothing it had.
 func (v *Verifier) Decide(method, urlPath string, claims *Claims) Decision {
 	p := cleanPath(urlPath)
+	exact := v.decideRule(v.firstMatch(method, p, false), claims)
+	if v.foldFree && lowerASCII(p) {
+		return exact // both readings are the same
+	}
+	folded := v.decideRule(v.firstMatch(method, p, true), claims)
+	switch {
+	case !exact.Allowed():
+		return exact
+	case !folded.Allowed():
+		return folded
+	case exact.Outcome == AllowAnonymous && folded.Outcome == Allow:
+		return folded // the token was needed for the folded reading
+	}
+	return exact
+}
+
+// firstMatch returns the index of the first rule matching the request, or -1.
+func (v *Verifier) firstMatch(method, p string, fold bool) int {
 	for i := range v.rules {
-		r := &v.rules[i]
-		if !r.matches(method, p) {
-			continue
+		if v.rules[i].matches(method, p, fold) {
+			return i
 		}
-		if r.anonymous {
-			return Decision{Outcome: AllowAnonymous, Rule: i}
-		}
+	}
+	return -1
+}
+
+// decideRule is the decision of rule i (-1: no rule) alone.
+func (v *Verifier) decideRule(i int, claims *Claims) Decision {
+	if i < 0 {
 		if claims == nil {
-			return Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: i}
+			return Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: -1}
 		}
-		if why, name := checkAll(r.required, claims); why != "" {
-			return Decision{Outcome: Forbidden, Reason: why, Claim: name, Rule: i}
-		}
-		return Decision{Outcome: Allow, Rule: i}
+		return Decision{Outcome: Allow, Rule: -1}
+	}
+	r := &v.rules[i]
+	if r.anonymous {
+		return Decision{Outcome: AllowAnonymous, Rule: i}
 	}
 	if claims == nil {
-		return Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: -1}
+		return Decision{Outcome: Unauthenticated, Reason: ReasonMissingToken, Rule: i}
 	}
-	return Decision{Outcome: Allow, Rule: -1}
+	if why, name := checkAll(r.required, claims); why != "" {
+		return Decision{Outcome: Forbidden, Reason: why, Claim: name, Rule: i}
+	}
+	return Decision{Outcome: Allow, Rule: i}
 }
 
 // cleanPath resolves dot segments and repeated slashes before prefix matching, so that

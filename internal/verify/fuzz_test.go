@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,7 +64,7 @@ var allReasons = map[Reason]bool{
 	ReasonWrongIssuer: true, ReasonWrongAudience: true, ReasonMissingExp: true, ReasonExpired: true,
 	ReasonNotYetValid: true, ReasonIssuedInFuture: true, ReasonMissingIAT: true, ReasonLifetimeExceeded: true,
 	ReasonMissingClaim: true, ReasonClaimMismatch: true, ReasonRevokedToken: true, ReasonRevokedSubject: true,
-	ReasonRevokedKey: true,
+	ReasonRevokedKey: true, ReasonWrongTokenType: true,
 }
 
 // FuzzVerify: no input panics, every rejection has a known reason, and every accepted token
@@ -196,4 +197,30 @@ func TestFuzzSeedsStayMeaningful(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// Whatever Go's own query parser reads as access_token (or access_token[...]), hasQueryKey
+// finds, and removeQueryKey leaves nothing of it.
+func FuzzQueryKey(f *testing.F) {
+	for _, q := range []string{"access_token=x", "a=1&access%5Ftoken=x", "access_token[]=x", "%61ccess_token%5B0%5D=x", "a=1;access_token=x", "x=%zz&access_token"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		parsed := func(q string) bool {
+			vals, _ := url.ParseQuery(q) // the parts it could parse
+			for k := range vals {
+				if k == queryTokenParam || strings.HasPrefix(k, queryTokenParam+"[") {
+					return true
+				}
+			}
+			return false
+		}
+		if parsed(q) && !hasQueryKey(q, queryTokenParam) {
+			t.Fatalf("Go reads an access_token in %q, hasQueryKey does not", q)
+		}
+		rest := removeQueryKey(q, queryTokenParam)
+		if parsed(rest) || hasQueryKey(rest, queryTokenParam) {
+			t.Fatalf("removeQueryKey(%q) = %q still holds an access_token", q, rest)
+		}
+	})
 }

@@ -39,3 +39,29 @@ func checkHeader(h jose.Header) error {
 	}
 	return nil
 }
+
+// checkType enforces RequiredTokenType on the "typ" header, before the key is looked up: a
+// token of another type (an ID token where an access token is wanted) is refused unread.
+func (v *Verifier) checkType(h jose.Header) error {
+	if v.typ == "" {
+		return nil
+	}
+	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
+	if typ == "" {
+		return reject(ReasonWrongTokenType, "no typ")
+	}
+	if mediaType(typ) != v.typ {
+		return reject(ReasonWrongTokenType, fmt.Sprintf("typ %.64q", typ))
+	}
+	return nil
+}
+
+// mediaType is the canonical form of a typ value (RFC 7515 §4.1.9): media types compare
+// case-insensitively, and a value without "/" means "application/" + it.
+func mediaType(typ string) string {
+	typ = strings.ToLower(typ)
+	if !strings.Contains(typ, "/") {
+		typ = "application/" + typ
+	}
+	return typ
+}

@@ -9,10 +9,12 @@ import (
 //
 // A request that offers more than one candidate is refused as ambiguous rather than
 // guessing which one a downstream component will read: the source header or cookie given
-// twice, or, when the source is not the Authorization header itself, an
-// "Authorization: Bearer" header next to it, or an RFC 6750 "access_token" query parameter,
-// which a policy never reads and an app might. The returned error is an *Error with Reason
-// missing_token (RFC 6750: answer 401 without an error code), ambiguous_token or malformed.
+// twice (an underscore spelling of the header counts: WSGI reads it as the same), or, when
+// the source is not the Authorization header itself, an "Authorization: Bearer" header next
+// to it, or an RFC 6750 "access_token" query parameter in any spelling an app's parser could
+// read as one, which a policy never reads and an app might. The returned error is an *Error
+// with Reason missing_token (RFC 6750: answer 401 without an error code), ambiguous_token or
+// malformed.
 func ExtractToken(r *http.Request, src TokenSource) (string, error) {
 	if src == (TokenSource{}) {
 		src = TokenSource{Header: DefaultTokenHeader, Prefix: DefaultTokenPrefix}
@@ -35,7 +37,7 @@ func ExtractToken(r *http.Request, src TokenSource) (string, error) {
 		switch {
 		case len(values) == 0:
 			return "", errMissingToken
-		case len(values) > 1:
+		case len(values) > 1 || hasHeaderVariant(r.Header, src.Header):
 			return "", errAmbiguousToken
 		case !strings.EqualFold(src.Header, DefaultTokenHeader) && hasBearer(r.Header):
 			return "", errAmbiguousToken
@@ -60,9 +62,33 @@ func ExtractToken(r *http.Request, src TokenSource) (string, error) {
 // queryTokenParam is RFC 6750's URI query parameter for a bearer token (§2.3).
 const queryTokenParam = "access_token"
 
-// HasQueryToken reports whether r's query carries an access_token parameter.
+// HasQueryToken reports whether r's query carries an access_token parameter in any form an
+// app's parser could read as one: an encoded key ("access%5Ftoken"), a bracketed one
+// ("access_token[]", "access_token[0]").
 func HasQueryToken(r *http.Request) bool {
-	return strings.Contains(r.URL.RawQuery, queryTokenParam) && r.URL.Query().Has(queryTokenParam)
+	return hasQueryKey(r.URL.RawQuery, queryTokenParam)
+}
+
+// hasHeaderVariant reports whether h holds a header other than name that an app reads as
+// name: an underscore spelling ("X_Auth_Token"), which CGI, WSGI, Rack and PHP map to the
+// same variable as "X-Auth-Token".
+func hasHeaderVariant(h http.Header, name string) bool {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 && sameHeaderName(k, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// deleteHeaderVariants deletes name and every underscore spelling of it from h.
+func deleteHeaderVariants(h http.Header, name string) {
+	h.Del(name)
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 && sameHeaderName(k, name) {
+			delete(h, k)
+		}
+	}
 }
 
 // RemoveUnverifiedTokens deletes every token carrier of r: the source, any
@@ -74,9 +100,7 @@ func RemoveUnverifiedTokens(r *http.Request, src TokenSource) {
 		r.Header.Del(DefaultTokenHeader)
 	}
 	if HasQueryToken(r) {
-		q := r.URL.Query()
-		q.Del(queryTokenParam)
-		r.URL.RawQuery = q.Encode()
+		r.URL.RawQuery = removeQueryKey(r.URL.RawQuery, queryTokenParam)
 	}
 }
 
@@ -89,14 +113,15 @@ func hasBearer(h http.Header) bool {
 	return false
 }
 
-// RemoveToken deletes the token from r: the source header, or just the source cookie from
+// RemoveToken deletes the token from r: the source header with its underscore spellings, or
+// just the source cookie from
 // the Cookie header(s), leaving other cookies as they were.
 func RemoveToken(r *http.Request, src TokenSource) {
 	if src == (TokenSource{}) {
 		src = TokenSource{Header: DefaultTokenHeader, Prefix: DefaultTokenPrefix}
 	}
 	if src.Cookie == "" {
-		r.Header.Del(src.Header)
+		deleteHeaderVariants(r.Header, src.Header)
 		return
 	}
 	lines := r.Header.Values("Cookie")

@@ -37,6 +37,24 @@ func TestExtractToken(t *testing.T) {
 			headers: [][2]string{{"X-Access-Token", "abc"}, {"Authorization", "Bearer xyz"}}, reason: ReasonAmbiguousToken},
 		{name: "a bearer header next to an access_token query parameter", src: bearer, target: "/?a=1&access_token=xyz",
 			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter with an encoded underscore", src: bearer, target: "/?access%5Ftoken=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter with an encoded letter", src: bearer, target: "/?%61ccess_token=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter as an array", src: bearer, target: "/?access_token[]=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter with an index", src: bearer, target: "/?access_token%5B0%5D=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter as PHP reads a dot", src: bearer, target: "/?access.token=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter as PHP reads an unclosed bracket", src: bearer, target: "/?access[token=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "an access_token query parameter after a semicolon", src: bearer, target: "/?a=1;access_token=xyz",
+			headers: [][2]string{{"Authorization", "Bearer abc"}}, reason: ReasonAmbiguousToken},
+		{name: "a custom header next to its underscore spelling", src: custom,
+			headers: [][2]string{{"X-Access-Token", "abc"}, {"X_Access_Token", "xyz"}}, reason: ReasonAmbiguousToken},
+		{name: "a custom header with an underscore spelling only", src: custom,
+			headers: [][2]string{{"X_Access_Token", "xyz"}}, reason: ReasonMissingToken},
 		{name: "a query parameter merely named like it", src: bearer, target: "/?no_access_token=1",
 			headers: [][2]string{{"Authorization", "Bearer abc"}}, want: "abc"},
 	}
@@ -99,8 +117,20 @@ func TestRemoveUnverifiedTokens(t *testing.T) {
 	if _, ok := r.Header["Authorization"]; ok {
 		t.Error("the bearer header was kept")
 	}
-	if got := r.URL.RawQuery; got != "a=1&b=2" {
+	if got := r.URL.RawQuery; got != "b=2&a=1" { // the others as sent, in their order
 		t.Errorf("query = %q", got)
+	}
+
+	r = httptest.NewRequest("GET", "/public?access%5Ftoken=1&a=1&access_token[]=2&access_token%5B0%5D=3", nil)
+	r.Header.Add("X-Auth-Token", "tok")
+	r.Header.Add("X_Auth_Token", "forged")
+	r.Header.Add("X_auth-TOKEN", "forged")
+	RemoveUnverifiedTokens(r, TokenSource{Header: "X-Auth-Token"})
+	if got := r.URL.RawQuery; got != "a=1" {
+		t.Errorf("query = %q, want every access_token form gone", got)
+	}
+	if len(r.Header) != 0 {
+		t.Errorf("token headers kept: %v", r.Header)
 	}
 
 	r = httptest.NewRequest("GET", "/public?a=1", nil)

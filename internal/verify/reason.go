@@ -27,6 +27,7 @@ const (
 	ReasonIssuedInFuture    Reason = "issued_in_future"
 	ReasonMissingIAT        Reason = "missing_iat" // only when MaxTokenLifetime is set
 	ReasonLifetimeExceeded  Reason = "lifetime_exceeded"
+	ReasonWrongTokenType    Reason = "wrong_token_type" // typ missing or not RequiredTokenType
 	ReasonMissingClaim      Reason = "missing_claim"
 	ReasonClaimMismatch     Reason = "claim_mismatch" // present, but none of the wanted values
 	ReasonRevokedToken      Reason = "revoked_token"

@@ -4,12 +4,18 @@ package verify
 type requirement struct {
 	name   string
 	values map[string]struct{} // empty: presence is enough
+	words  bool                // a string value is a space-separated list (scope, scp)
 }
+
+// wordClaims are the claims whose string value is a space-separated list by definition:
+// "scope" (RFC 8693 §4.2, RFC 9068 §2.2.3) and "scp", its Azure AD and Okta spelling.
+var wordClaims = map[string]bool{"scope": true, "scp": true}
 
 func compileRequirements(reqs []ClaimRequirement) []requirement {
 	out := make([]requirement, len(reqs))
 	for i, r := range reqs {
 		out[i].name = r.Name
+		out[i].words = wordClaims[r.Name]
 		if len(r.Values) > 0 {
 			out[i].values = make(map[string]struct{}, len(r.Values))
 			for _, v := range r.Values {
@@ -30,19 +36,21 @@ func (r *requirement) check(c *Claims) Reason {
 		return ""
 	}
 	found := false
-	claimStrings(v, func(s string) bool {
-		if _, ok := r.values[s]; ok {
-			found = true
-			return false
-		}
-		for w := range words(s) {
+	if str, ok := v.(string); ok && r.words {
+		// Only here are words values: elsewhere "readonly admin" is one value, not "admin".
+		for w := range words(str) {
 			if _, ok := r.values[w]; ok {
 				found = true
-				return false
+				break
 			}
 		}
-		return true
-	})
+	}
+	if !found {
+		claimStrings(v, func(s string) bool {
+			_, found = r.values[s]
+			return !found
+		})
+	}
 	if !found {
 		return ReasonClaimMismatch
 	}

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"errors"
+	"net/http"
 	"net/url"
 	"strings"
 )
@@ -53,6 +54,35 @@ func CheckTarget(method string, u *url.URL) error {
 				return errors.New("path holds an encoded " + enc)
 			}
 		}
+	}
+	return nil
+}
+
+// methodOverrideHeaders are the headers frameworks read to serve a request with another
+// method than the one on the request line (Express method-override, Rails, Laravel, Symfony,
+// ASP.NET, Jersey, Google APIs).
+var methodOverrideHeaders = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
+
+// methodOverrideParam is the query parameter Express method-override, Rails, Laravel and
+// Symfony read for the same.
+const methodOverrideParam = "_method"
+
+// CheckMethodOverride refuses a request that asks the app to serve it with another method:
+// a method-override header (any case, "_" for "-") or a "_method" query parameter (any
+// encoding of the key, bracketed forms too). Rules match the request line's method, so
+// "POST" with "X-HTTP-Method-Override: DELETE" would pass a DELETE-only rule and reach the
+// DELETE handler. A "_method" field in a form body is not inspected: apps behind the
+// sidecar must not read the method from the body.
+func CheckMethodOverride(h http.Header, u *url.URL) error {
+	for name := range h {
+		for _, o := range methodOverrideHeaders {
+			if sameHeaderName(name, o) {
+				return errors.New("method override header " + o)
+			}
+		}
+	}
+	if hasQueryKey(u.RawQuery, methodOverrideParam) {
+		return errors.New("method override query parameter " + methodOverrideParam)
 	}
 	return nil
 }

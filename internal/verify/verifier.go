@@ -17,6 +17,8 @@ type Verifier struct {
 	algs      []jose.SignatureAlgorithm
 	required  []requirement
 	rules     []rule
+	foldFree  bool   // no rule prefix changes when case-folded
+	typ       string // RequiredTokenType as mediaType, or ""
 	forward   []forwardHeader
 	keys      atomic.Pointer[KeySet]
 	revs      atomic.Pointer[Revocations]
@@ -70,6 +72,10 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		forward:   compileForward(cfg.ForwardClaims),
 		cache:     newCache(o.cacheSize),
 		unknownFn: o.unknownFn,
+	}
+	v.foldFree = foldFree(v.rules)
+	if cfg.RequiredTokenType != "" {
+		v.typ = mediaType(cfg.RequiredTokenType)
 	}
 	for _, a := range cfg.AllowedAlgorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))

@@ -94,6 +94,9 @@ func (v *Verifier) verifyToken(raw string, ks *KeySet, now time.Time) (verified,
 	if err := checkHeader(h); err != nil {
 		return verified{}, err
 	}
+	if err := v.checkType(h); err != nil {
+		return verified{}, err
+	}
 	key, ks, err := v.keyFor(h.KeyID, ks)
 	if err != nil {
 		return verified{}, err
