@@ -165,7 +165,8 @@ func TestAttackCorpus(t *testing.T) {
 		{name: "a token truncated to header and payload", want: ReasonMalformed,
 			token: func(t *testing.T) string { s := newToken(t, es256); return s[:strings.LastIndex(s, ".")] }},
 		{name: "a token with its signature cut short", want: ReasonBadSignature,
-			token: func(t *testing.T) string { s := newToken(t, es256); return s[:len(s)-4] }},
+			// 86 characters to 84: 63 whole bytes, so the base64url is still canonical.
+			token: func(t *testing.T) string { s := newToken(t, es256); return s[:len(s)-2] }},
 		{name: "a token with an empty signature", want: ReasonBadSignature,
 			token: func(t *testing.T) string { s := newToken(t, es256); return s[:strings.LastIndex(s, ".")+1] }},
 		{name: "a five-part JWE", want: ReasonMalformed,

@@ -44,7 +44,13 @@ func (v *Verifier) Verify(raw string, now time.Time) (*Claims, error) {
 	}
 	// Cached before the revocation check: a replayed revoked token then costs a hash, not
 	// a signature verification, and revocations are checked on every hit anyway.
-	v.cache.put(&sum, res.claims, res.key, res.set, v.validFrom(res.claims), v.validUntil(res.claims), nowNanos)
+	// A high-s ECDSA signature is cached as its low-s twin, with its own sum as an alias:
+	// the two spellings of one token share one entry.
+	canon, alias := &sum, (*[32]byte)(nil)
+	if twin, ok := lowSTwinSum(raw, res.key.alg); ok {
+		canon, alias = &twin, &sum
+	}
+	v.cache.put(canon, alias, res.claims, res.key, res.set, v.validFrom(res.claims), v.validUntil(res.claims), nowNanos, entryCost(raw))
 	return v.checkRevoked(res.claims)
 }
 
@@ -67,6 +73,9 @@ type verified struct {
 // then claims. Cheap rejections come before the signature check.
 func (v *Verifier) verifyToken(raw string, ks *KeySet, now time.Time) (verified, error) {
 	if err := checkCompact(raw); err != nil {
+		return verified{}, err
+	}
+	if err := checkCanonical(raw); err != nil {
 		return verified{}, err
 	}
 	// The allowed list stops none, HS256 and friends before anything else is read.
