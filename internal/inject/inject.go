@@ -633,10 +633,12 @@ func container(cfg Config, in sidecarInputs) corev1.Container {
 			FailureThreshold: 120,
 		},
 		// An exec probe, so that the kubelet's Event carries the reason (for example the app
-		// listening beyond loopback) as "Readiness probe failed: ...".
+		// listening beyond loopback) as "Readiness probe failed: ...". One failure is enough:
+		// an app port exposed around the sidecar leaves the Service at the next probe.
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/sidecar", "probe", "--admin=" + adminAddr, "/readyz"}}},
-			PeriodSeconds: 5,
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/sidecar", "probe", "--admin=" + adminAddr, "/readyz"}}},
+			PeriodSeconds:    5,
+			FailureThreshold: 1,
 		},
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: admin}},

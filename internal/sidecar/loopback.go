@@ -26,9 +26,9 @@ var procNetFiles = []string{"/proc/net/tcp", "/proc/net/tcp6"}
 const tcpListen = "0A"
 
 // exposedListeners parses /proc/net/tcp or /proc/net/tcp6 text and returns the listening
-// sockets on port whose address is not loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104).
-func exposedListeners(text string, port int) ([]netip.AddrPort, error) {
-	var out []netip.AddrPort
+// sockets on port whose address is not loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104),
+// and whether a loopback socket listens on it.
+func exposedListeners(text string, port int) (out []netip.AddrPort, onLoopback bool, err error) {
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	first := true
@@ -48,14 +48,17 @@ func exposedListeners(text string, port int) ([]netip.AddrPort, error) {
 		}
 		ap, err := parseProcAddr(fields[1])
 		if err != nil {
-			return nil, fmt.Errorf("line %q: %w", sc.Text(), err)
+			return nil, false, fmt.Errorf("line %q: %w", sc.Text(), err)
 		}
-		if int(ap.Port()) != port || ap.Addr().Unmap().IsLoopback() {
-			continue
+		switch {
+		case int(ap.Port()) != port:
+		case ap.Addr().Unmap().IsLoopback():
+			onLoopback = true
+		default:
+			out = append(out, ap)
 		}
-		out = append(out, ap)
 	}
-	return out, sc.Err()
+	return out, onLoopback, sc.Err()
 }
 
 // parseProcAddr reads "0100007F:1F90": the address in hex, each 32-bit word in host byte
@@ -93,6 +96,7 @@ type loopbackCheck struct {
 	mu      sync.Mutex
 	checked time.Time
 	state   string // "" when loopback only; else why not ready
+	exposed bool   // state says the port listens beyond loopback (or cannot tell)
 }
 
 // check re-reads the proc files unless it did so within minInterval and returns why the
@@ -105,7 +109,7 @@ func (c *loopbackCheck) check() string {
 		return c.state
 	}
 	c.checked = now
-	exposed, err := c.read()
+	exposed, listening, err := c.read()
 	state := ""
 	switch {
 	case err != nil:
@@ -117,6 +121,10 @@ func (c *loopbackCheck) check() string {
 		}
 		state = fmt.Sprintf("app port %d listens on %s, reachable without a token: bind it to 127.0.0.1, or set tokenkeeper.dev/allow-app-non-loopback (sidecar flag --allow-app-non-loopback)",
 			c.port, strings.Join(addrs, ", "))
+	case !listening:
+		// Not ready before the app listens either: otherwise a pod whose app is about to
+		// bind 0.0.0.0 would be Ready for the moment between its start and that bind.
+		state = fmt.Sprintf("app port %d is not listening on 127.0.0.1 yet", c.port)
 	}
 	if c.gauge != nil {
 		v := 0.0
@@ -126,7 +134,7 @@ func (c *loopbackCheck) check() string {
 		c.gauge.Set(v)
 	}
 	if state != c.state {
-		c.state = state
+		c.state, c.exposed = state, err != nil || len(exposed) > 0
 		if c.onChange != nil {
 			c.onChange(state) // once per change, not per probe
 		}
@@ -141,8 +149,7 @@ func (c *loopbackCheck) current() string {
 	return c.state
 }
 
-func (c *loopbackCheck) read() ([]netip.AddrPort, error) {
-	var all []netip.AddrPort
+func (c *loopbackCheck) read() (exposed []netip.AddrPort, listening bool, err error) {
 	read := 0
 	for _, f := range c.files {
 		b, err := os.ReadFile(f)
@@ -150,19 +157,19 @@ func (c *loopbackCheck) read() ([]netip.AddrPort, error) {
 			continue // no IPv6 in this kernel
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		read++
-		exp, err := exposedListeners(string(b), c.port)
+		exp, lo, err := exposedListeners(string(b), c.port)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return nil, false, fmt.Errorf("%s: %w", f, err)
 		}
-		all = append(all, exp...)
+		exposed, listening = append(exposed, exp...), listening || lo
 	}
 	if read == 0 {
-		return nil, fmt.Errorf("none of %s exists", strings.Join(c.files, ", "))
+		return nil, false, fmt.Errorf("none of %s exists", strings.Join(c.files, ", "))
 	}
-	return all, nil
+	return exposed, listening, nil
 }
 
 // loopbackCheckInterval bounds how often /readyz re-reads the proc files.
@@ -196,7 +203,11 @@ func (s *Sidecar) newLoopbackCheck(up *url.URL) *loopbackCheck {
 			s.log.Info("The app port listens on loopback only", "port", port)
 			return
 		}
-		s.log.Warn("Not ready: the app port is reachable around the sidecar", "port", port, "reason", state)
+		if c.exposed {
+			s.log.Warn("Not ready: the app port is reachable around the sidecar", "port", port, "reason", state)
+			return
+		}
+		s.log.Info("Not ready: waiting for the app port", "port", port, "reason", state)
 	}
 	c.check()
 	return c

@@ -32,20 +32,25 @@ func TestExposedListeners(t *testing.T) {
 		text string
 		port int
 		want []string
+		// onLoopback: a loopback socket listens on port too.
+		onLoopback bool
 	}{
-		{name: "127.0.0.1 is loopback, the pod IP is not; connections are not listeners", text: procNetTCP, port: 8080, want: []string{"10.0.0.5:8080"}},
-		{name: "0.0.0.0 is exposed, 127.0.1.1 is loopback", text: procNetTCP, port: 9090, want: []string{"0.0.0.0:9090"}},
+		{name: "127.0.0.1 is loopback, the pod IP is not; connections are not listeners", text: procNetTCP, port: 8080, want: []string{"10.0.0.5:8080"}, onLoopback: true},
+		{name: "0.0.0.0 is exposed, 127.0.1.1 is loopback", text: procNetTCP, port: 9090, want: []string{"0.0.0.0:9090"}, onLoopback: true},
 		{name: "a port nobody listens on is not exposed", text: procNetTCP, port: 7000},
-		{name: "::1 is loopback", text: procNetTCP6, port: 8080},
-		{name: "::ffff:127.0.0.1 is loopback, :: is exposed", text: procNetTCP6, port: 9090, want: []string{"[::]:9090"}},
+		{name: "::1 is loopback", text: procNetTCP6, port: 8080, onLoopback: true},
+		{name: "::ffff:127.0.0.1 is loopback, :: is exposed", text: procNetTCP6, port: 9090, want: []string{"[::]:9090"}, onLoopback: true},
 		{name: "a v4-mapped pod IP is exposed", text: procNetTCP6, port: 80, want: []string{"[::ffff:10.0.0.5]:80"}},
 		{name: "an empty file lists nothing", text: "", port: 8080},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := exposedListeners(tc.text, tc.port)
+			got, lo, err := exposedListeners(tc.text, tc.port)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if lo != tc.onLoopback {
+				t.Errorf("onLoopback = %v, want %v", lo, tc.onLoopback)
 			}
 			var s []string
 			for _, a := range got {
@@ -56,7 +61,7 @@ func TestExposedListeners(t *testing.T) {
 			}
 		})
 	}
-	if _, err := exposedListeners("   0: 0100007F1F90 00000000:0000 0A\n", 8080); err == nil {
+	if _, _, err := exposedListeners("   0: 0100007F1F90 00000000:0000 0A\n", 8080); err == nil {
 		t.Error("a malformed address was accepted")
 	}
 }
@@ -152,15 +157,26 @@ func TestTheLoopbackCheckRunsOnTheTicker(t *testing.T) {
 		o.Upstream = "http://127.0.0.1:" + strconv.Itoa(p)
 		o.PollInterval = 50 * time.Millisecond
 	}))
-	if ok, why := f.sc.Ready(); !ok {
-		t.Fatalf("not ready before the app listens: %s", why)
+	// Not ready before the app listens, so a pod is never Ready in the moment between its
+	// app's start and a bind to 0.0.0.0.
+	if ok, why := f.sc.Ready(); ok || !strings.Contains(why, "is not listening on 127.0.0.1 yet") {
+		t.Fatalf("before the app listens: ready=%v %q, want not ready: not listening yet", ok, why)
 	}
 	app, err := net.Listen("tcp4", "0.0.0.0:"+strconv.Itoa(p))
 	if err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the ticker to see the exposed port", func() bool {
+		_, why := f.sc.Ready()
+		return strings.Contains(why, "listens on 0.0.0.0:"+strconv.Itoa(p))
+	})
+	app.Close()
+	app, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { app.Close() })
-	eventually(t, "the ticker to see the exposed port", func() bool { ok, _ := f.sc.Ready(); return !ok })
+	eventually(t, "the ticker to see the app on loopback", func() bool { ok, _ := f.sc.Ready(); return ok })
 }
 
 // Where the proc files cannot be read the check fails closed, with the opt-out named.
