@@ -160,8 +160,6 @@ func TestASidecarFailingOverToALaggingReplicaNeverGoesBack(t *testing.T) {
 	// b catches up while the sidecar waits on it: the poll is answered with the new state.
 	done := make(chan *distribution.Snapshot, 1)
 	go func() {
-		l := fastLimits()
-		_ = l
 		_, s := poll(t, b.srv.URL, fromA)
 		done <- s
 	}()
