@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/appprobe"
 )
 
 // Annotations a pod opts in with, and the one the webhook leaves behind.
@@ -43,7 +45,7 @@ const (
 	BundleMount   = "/etc/tokenkeeper/bundle"
 	// AppProbesEnv passes the app's original probes to the sidecar (JSON, keyed by the
 	// admin path each probe now calls).
-	AppProbesEnv = "TOKENKEEPER_APP_PROBES"
+	AppProbesEnv = appprobe.Env
 	// The projected ServiceAccount token the sidecar shows the distribution server.
 	DistributionVolume   = "tokenkeeper-token"
 	DistributionMount    = "/var/run/secrets/tokenkeeper.dev/distribution"
@@ -314,15 +316,9 @@ func checkAppSide(pod *corev1.Pod, cfg Config, in sidecarInputs) error {
 	}
 	through := 0
 	for i, c := range pod.Spec.Containers {
-		for _, k := range []struct {
-			kind, field string
-			probe       *corev1.Probe
-		}{{"livez", "livenessProbe", c.LivenessProbe}, {"readyz", "readinessProbe", c.ReadinessProbe}, {"startupz", "startupProbe", c.StartupProbe}} {
+		for _, k := range probeSlots(&c) {
 			pr := k.probe
-			if pr == nil {
-				continue
-			}
-			path := "/app-health/" + c.Name + "/" + k.kind
+			path := appprobe.PathPrefix + c.Name + "/" + k.kind
 			if g := pr.HTTPGet; g != nil && g.Port == intstr.FromInt32(cfg.AdminPort) && g.Path == path && onPod(g.Host) {
 				if _, ok := originals[path]; !ok {
 					return fmt.Errorf("spec.containers[%d].%s goes to %s, which %s does not forward", i, k.field, path, AppProbesEnv)
@@ -463,29 +459,21 @@ func appPortName(name string) string {
 	return n
 }
 
-// appProbe is one original probe as the sidecar reads it from AppProbesEnv: corev1's JSON
-// field names, ports as numbers.
-type appProbe struct {
-	HTTPGet        *appHTTPGet `json:"httpGet,omitempty"`
-	TCPSocket      *appPort    `json:"tcpSocket,omitempty"`
-	GRPC           *appGRPC    `json:"grpc,omitempty"`
-	TimeoutSeconds int32       `json:"timeoutSeconds"`
+// probeSlot is one of a container's probes, with its admin path kind and its field name.
+type probeSlot struct {
+	kind, field string
+	probe       *corev1.Probe
 }
 
-type appHTTPGet struct {
-	Path        string              `json:"path"`
-	Port        int32               `json:"port"`
-	Scheme      corev1.URIScheme    `json:"scheme"`
-	HTTPHeaders []corev1.HTTPHeader `json:"httpHeaders,omitempty"`
-}
-
-type appPort struct {
-	Port int32 `json:"port"`
-}
-
-type appGRPC struct {
-	Port    int32  `json:"port"`
-	Service string `json:"service"`
+// probeSlots lists the probes a container sets, in a fixed order.
+func probeSlots(c *corev1.Container) []probeSlot {
+	var out []probeSlot
+	for _, k := range []probeSlot{{"livez", "livenessProbe", c.LivenessProbe}, {"readyz", "readinessProbe", c.ReadinessProbe}, {"startupz", "startupProbe", c.StartupProbe}} {
+		if k.probe != nil {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // onPod says whether a probe host is the pod itself (the kubelet's default is the pod IP).
@@ -499,17 +487,11 @@ func onPod(host string) bool {
 // left alone. takenOver is the original name of the port the sidecar took over: a probe
 // naming it still means the app's port (now renamed).
 func rewriteProbes(pod *corev1.Pod, adminPort int32, takenOver string) (string, error) {
-	originals := map[string]appProbe{}
+	originals := map[string]appprobe.Probe{}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		for _, k := range []struct {
-			kind, field string
-			probe       *corev1.Probe
-		}{{"livez", "livenessProbe", c.LivenessProbe}, {"readyz", "readinessProbe", c.ReadinessProbe}, {"startupz", "startupProbe", c.StartupProbe}} {
+		for _, k := range probeSlots(c) {
 			pr := k.probe
-			if pr == nil {
-				continue
-			}
 			field := fmt.Sprintf("spec.containers[%d].%s", i, k.field)
 			resolve := func(p intstr.IntOrString, path string) (int32, error) {
 				if p.Type == intstr.Int {
@@ -522,7 +504,7 @@ func rewriteProbes(pod *corev1.Pod, adminPort int32, takenOver string) (string, 
 				}
 				return 0, fmt.Errorf("%s.%s: container %s has no port named %q", field, path, c.Name, p.StrVal)
 			}
-			orig := appProbe{TimeoutSeconds: pr.TimeoutSeconds}
+			orig := appprobe.Probe{TimeoutSeconds: int(pr.TimeoutSeconds)}
 			if orig.TimeoutSeconds == 0 {
 				orig.TimeoutSeconds = 1 // the kubelet's default
 			}
@@ -532,12 +514,15 @@ func rewriteProbes(pod *corev1.Pod, adminPort int32, takenOver string) (string, 
 				if err != nil {
 					return "", err
 				}
-				h := &appHTTPGet{Path: pr.HTTPGet.Path, Port: port, Scheme: pr.HTTPGet.Scheme, HTTPHeaders: pr.HTTPGet.HTTPHeaders}
+				h := &appprobe.HTTPGet{Path: pr.HTTPGet.Path, Port: int(port), Scheme: string(pr.HTTPGet.Scheme)}
+				for _, hd := range pr.HTTPGet.HTTPHeaders {
+					h.HTTPHeaders = append(h.HTTPHeaders, appprobe.Header{Name: hd.Name, Value: hd.Value})
+				}
 				if h.Path == "" {
 					h.Path = "/"
 				}
 				if h.Scheme == "" {
-					h.Scheme = corev1.URISchemeHTTP
+					h.Scheme = string(corev1.URISchemeHTTP)
 				}
 				orig.HTTPGet = h
 			case pr.TCPSocket != nil && onPod(pr.TCPSocket.Host):
@@ -545,9 +530,9 @@ func rewriteProbes(pod *corev1.Pod, adminPort int32, takenOver string) (string, 
 				if err != nil {
 					return "", err
 				}
-				orig.TCPSocket = &appPort{Port: port}
+				orig.TCPSocket = &appprobe.TCPSocket{Port: int(port)}
 			case pr.GRPC != nil:
-				g := &appGRPC{Port: pr.GRPC.Port}
+				g := &appprobe.GRPC{Port: int(pr.GRPC.Port)}
 				if pr.GRPC.Service != nil {
 					g.Service = *pr.GRPC.Service
 				}
@@ -555,7 +540,7 @@ func rewriteProbes(pod *corev1.Pod, adminPort int32, takenOver string) (string, 
 			default:
 				continue // exec, or a host elsewhere: not the app on this pod
 			}
-			path := "/app-health/" + c.Name + "/" + k.kind
+			path := appprobe.PathPrefix + c.Name + "/" + k.kind
 			originals[path] = orig
 			pr.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: path, Port: intstr.FromInt32(adminPort), Scheme: corev1.URISchemeHTTP,

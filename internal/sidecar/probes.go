@@ -16,51 +16,28 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/appprobe"
 )
 
 // AppProbesEnv is the environment variable the webhook passes the app's original probes in
 // (see ParseAppProbes).
-const AppProbesEnv = "TOKENKEEPER_APP_PROBES"
+const AppProbesEnv = appprobe.Env
 
 // appHealthPrefix starts the admin paths that forward a probe to the app.
-const appHealthPrefix = "/app-health/"
+const appHealthPrefix = appprobe.PathPrefix
 
 // defaultProbeTimeout is the kubelet's default timeoutSeconds.
 const defaultProbeTimeout = time.Second
 
-// AppProbe is one of the app's probes as the webhook took it from the pod: exactly one of
-// HTTPGet, TCPSocket and GRPC. Field names follow corev1's JSON; ports are numbers.
-type AppProbe struct {
-	HTTPGet        *HTTPGetProbe   `json:"httpGet,omitempty"`
-	TCPSocket      *TCPSocketProbe `json:"tcpSocket,omitempty"`
-	GRPC           *GRPCProbe      `json:"grpc,omitempty"`
-	TimeoutSeconds int             `json:"timeoutSeconds,omitempty"`
-}
-
-// HTTPGetProbe is corev1.HTTPGetAction without host (the app is probed on 127.0.0.1).
-type HTTPGetProbe struct {
-	Path        string       `json:"path,omitempty"`
-	Port        int          `json:"port"`
-	Scheme      string       `json:"scheme,omitempty"` // HTTP (default) or HTTPS
-	HTTPHeaders []HTTPHeader `json:"httpHeaders,omitempty"`
-}
-
-// HTTPHeader is one header an httpGet probe sends.
-type HTTPHeader struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-// TCPSocketProbe succeeds when a TCP connect to the port does.
-type TCPSocketProbe struct {
-	Port int `json:"port"`
-}
-
-// GRPCProbe calls grpc.health.v1.Health/Check for Service on the port.
-type GRPCProbe struct {
-	Port    int    `json:"port"`
-	Service string `json:"service,omitempty"`
-}
+// The app probe types are the webhook's and the sidecar's shared contract (package appprobe).
+type (
+	AppProbe       = appprobe.Probe
+	HTTPGetProbe   = appprobe.HTTPGet
+	HTTPHeader     = appprobe.Header
+	TCPSocketProbe = appprobe.TCPSocket
+	GRPCProbe      = appprobe.GRPC
+)
 
 // appHealthPath is /app-health/<container>/<kind>, the key of each probe.
 var appHealthPath = regexp.MustCompile(`^/app-health/[a-z0-9]([-a-z0-9]*[a-z0-9])?/(livez|readyz|startupz)$`)
@@ -105,7 +82,7 @@ func checkAppProbes(probes map[string]AppProbe) error {
 			}
 			if p.HTTPGet.Path != "" && !strings.HasPrefix(p.HTTPGet.Path, "/") {
 				errs = append(errs, fmt.Errorf("%s: httpGet.path %q does not start with /", key, p.HTTPGet.Path))
-			} else if _, err := url.ParseRequestURI(p.HTTPGet.pathOrRoot()); err != nil {
+			} else if _, err := url.ParseRequestURI(pathOrRoot(p.HTTPGet)); err != nil {
 				errs = append(errs, fmt.Errorf("%s: httpGet.path: %v", key, err))
 			}
 			for i, h := range p.HTTPGet.HTTPHeaders {
@@ -132,14 +109,14 @@ func checkAppProbes(probes map[string]AppProbe) error {
 	return errors.Join(errs...)
 }
 
-func (h *HTTPGetProbe) pathOrRoot() string {
+func pathOrRoot(h *HTTPGetProbe) string {
 	if h.Path == "" {
 		return "/"
 	}
 	return h.Path
 }
 
-func (p AppProbe) timeout() time.Duration {
+func probeTimeout(p AppProbe) time.Duration {
 	if p.TimeoutSeconds == 0 {
 		return defaultProbeTimeout
 	}
@@ -186,7 +163,7 @@ func (p *prober) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "no such app probe\n")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), probe.timeout())
+	ctx, cancel := context.WithTimeout(r.Context(), probeTimeout(probe))
 	defer cancel()
 	code, msg := p.probe(ctx, probe)
 	w.WriteHeader(code)
@@ -218,7 +195,7 @@ func (p *prober) probeHTTP(ctx context.Context, g *HTTPGetProbe) (int, string) {
 	if g.Scheme == "HTTPS" {
 		scheme = "https"
 	}
-	target := scheme + "://" + loopbackAddr(g.Port) + g.pathOrRoot()
+	target := scheme + "://" + loopbackAddr(g.Port) + pathOrRoot(g)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return http.StatusServiceUnavailable, "bad probe URL: " + err.Error()
