@@ -168,17 +168,8 @@ func BundleFiles(dir string) (policyFile, jwksFile, revocationsFile string) {
 
 // withDefaults fills in zero values and checks what cannot work.
 func (o Options) withDefaults() (Options, error) {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	if o.Listen == "" {
-		o.Listen = DefaultListen
-	}
-	if o.AdminListen == "" {
-		o.AdminListen = DefaultAdminListen
-	}
+	def(&o.Listen, DefaultListen)
+	def(&o.AdminListen, DefaultAdminListen)
 	def(&o.PollInterval, DefaultPollInterval)
 	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
@@ -192,33 +183,15 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.JWKSRefreshMax, DefaultJWKSRefreshMax)
 	def(&o.JWKSRefresh, DefaultJWKSRefresh)
 	def(&o.JWKSUnknownKIDInterval, DefaultJWKSUnknownKIDInterval)
-	if o.MaxHeaderBytes == 0 {
-		o.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if o.UpstreamIdleConns == 0 {
-		o.UpstreamIdleConns = DefaultUpstreamIdleConns
-	}
-	if o.BodyMinRate == 0 {
-		o.BodyMinRate = DefaultBodyMinRate
-	}
-	if o.MaxConns == 0 {
-		o.MaxConns = DefaultMaxConns
-	}
-	if o.AdminMaxConns == 0 {
-		o.AdminMaxConns = DefaultAdminMaxConns
-	}
-	if o.MaxUpstreamRequests == 0 {
-		o.MaxUpstreamRequests = DefaultMaxUpstreamRequests
-	}
-	if o.CacheSize == 0 {
-		o.CacheSize = DefaultCacheSize
-	}
-	if o.JWKSMaxBytes == 0 {
-		o.JWKSMaxBytes = DefaultJWKSMaxBytes
-	}
+	def(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	def(&o.MaxBodyBytes, DefaultMaxBodyBytes)
+	def(&o.UpstreamIdleConns, DefaultUpstreamIdleConns)
+	def(&o.BodyMinRate, DefaultBodyMinRate)
+	def(&o.MaxConns, DefaultMaxConns)
+	def(&o.AdminMaxConns, DefaultAdminMaxConns)
+	def(&o.MaxUpstreamRequests, DefaultMaxUpstreamRequests)
+	def(&o.CacheSize, DefaultCacheSize)
+	def(&o.JWKSMaxBytes, DefaultJWKSMaxBytes)
 	if o.jitter == nil {
 		o.jitter = defaultJitter
 	}
@@ -288,4 +261,12 @@ func upstreamURL(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q: no query, fragment or user info allowed", s)
 	}
 	return u, nil
+}
+
+// def sets *p to d when it is zero: an unset option takes its default.
+func def[T comparable](p *T, d T) {
+	var zero T
+	if *p == zero {
+		*p = d
+	}
 }
