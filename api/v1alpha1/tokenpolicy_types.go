@@ -93,6 +93,23 @@ type TokenPolicySpec struct {
 	// still open other ports (NetworkPolicies add up).
 	// +optional
 	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// Distribution tunes how the manager's pushed snapshots reach this policy's sidecars.
+	// +optional
+	Distribution *DistributionSpec `json:"distribution,omitempty"`
+}
+
+// DistributionSpec tunes the push of snapshots (policy, keys, revocations) to sidecars.
+type DistributionSpec struct {
+	// MaxStaleness is how long a sidecar may go without hearing from the manager (a
+	// snapshot or a "nothing changed" answer) before it fails closed: every request gets
+	// 503 and the sidecar is not ready until it hears again. Unset (the default) means a
+	// sidecar keeps serving with its last good snapshot however long the manager is away.
+	// A sidecar hears from the manager at least every poll hold (30s), so values under a
+	// minute fail pods closed on an ordinary reconnect.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s')",message="maxStaleness must be at least 10s"
+	// +optional
+	MaxStaleness *metav1.Duration `json:"maxStaleness,omitempty"`
 }
 
 // NetworkPolicySpec configures the NetworkPolicy the manager keeps for a TokenPolicy.
