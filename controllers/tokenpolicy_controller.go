@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/utils/clock"
@@ -29,6 +30,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
+	"github.com/tokenkeeper/tokenkeeper/internal/certs"
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
 	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
 	"github.com/tokenkeeper/tokenkeeper/internal/keys"
 	"github.com/tokenkeeper/tokenkeeper/internal/policy"
@@ -46,6 +49,10 @@ type TokenPolicyReconciler struct {
 	Fetcher *jwks.Fetcher
 	// Concurrency is how many TokenPolicies reconcile at once (default 4).
 	Concurrency int
+	// CASecret is the certificate Secret whose CAs sign the distribution server's
+	// certificate; each bundle carries them (distribution.CAKey), so a CA renewal reaches
+	// running sidecars. Zero: no distribution server, no CA in bundles.
+	CASecret types.NamespacedName
 
 	events chan event.GenericEvent
 }
@@ -79,7 +86,11 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	data, omitted, err := bundleData(tp, res.keys, lists)
+	ca, err := r.distributionCA(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	data, omitted, err := bundleData(tp, res.keys, lists, ca)
 	var writeErr error
 	if err == nil {
 		writeErr = r.applyBundle(ctx, tp, data)
@@ -220,7 +231,21 @@ func (r *TokenPolicyReconciler) revocationLists(ctx context.Context, tp *tkv1.To
 
 // bundleData renders the bundle's three files; revoked keys are left out of the JWKS.
 // omitted, when not empty, says which revocations did not fit.
-func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList) (data map[string]string, omitted string, err error) {
+// distributionCA is what bundles carry of CASecret: the current CA and the previous one
+// while it is still valid. nil before the certificate controller has written the Secret
+// (its write requeues every policy).
+func (r *TokenPolicyReconciler) distributionCA(ctx context.Context) ([]byte, error) {
+	if r.CASecret.Name == "" {
+		return nil, nil
+	}
+	s := &corev1.Secret{}
+	if err := r.Client.Get(ctx, r.CASecret, s); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return certs.Bundle(s.Data[certCA], s.Data[certCAPrevious]), nil
+}
+
+func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList, ca []byte) (data map[string]string, omitted string, err error) {
 	merged := policy.Merge(tp.Name, lists...)
 	revoked := map[string]bool{}
 	for _, k := range merged.Spec.Keys {
@@ -246,12 +271,16 @@ func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.Revo
 		return nil, "", err
 	}
 	merged.Namespace = tp.Namespace
-	budget := maxBundleBytes - len(pol) - len(set)
+	budget := maxBundleBytes - len(pol) - len(set) - len(ca)
 	revs, omitted, err := fitRevocations(merged, budget)
 	if err != nil {
 		return nil, "", err
 	}
-	return map[string]string{policy.BundlePolicy: string(pol), policy.BundleJWKS: string(set), policy.BundleRevocations: string(revs)}, omitted, nil
+	data = map[string]string{policy.BundlePolicy: string(pol), policy.BundleJWKS: string(set), policy.BundleRevocations: string(revs)}
+	if len(ca) > 0 {
+		data[distribution.CAKey] = string(ca)
+	}
+	return data, omitted, nil
 }
 
 // maxBundleBytes is what the bundle's three files may take: a ConfigMap holds at most 1 MiB,
@@ -424,6 +453,7 @@ func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&tkv1.SigningKey{}, handler.EnqueueRequestsFromMapFunc(r.policiesInNamespace)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.policiesForJWKS)).
 		Watches(&tkv1.RevocationList{}, handler.EnqueueRequestsFromMapFunc(r.policiesInNamespace)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForCA)).
 		Named("tokenpolicy").
 		Complete(r)
 }
@@ -432,6 +462,23 @@ func (r *TokenPolicyReconciler) policiesInNamespace(ctx context.Context, obj cli
 	var list tkv1.TokenPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
 		log.FromContext(ctx).Error(err, "Failed to list TokenPolicies", "namespace", obj.GetNamespace())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// policiesForCA maps the certificate Secret to every policy: each bundle carries its CA.
+func (r *TokenPolicyReconciler) policiesForCA(ctx context.Context, obj client.Object) []reconcile.Request {
+	if r.CASecret.Name == "" || client.ObjectKeyFromObject(obj) != r.CASecret {
+		return nil
+	}
+	var list tkv1.TokenPolicyList
+	if err := r.Client.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "Failed to list TokenPolicies")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

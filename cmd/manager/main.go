@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -11,6 +12,11 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/inject"
 	"github.com/tokenkeeper/tokenkeeper/internal/operator"
 )
+
+// serviceHosts are a Service's in-cluster DNS names.
+func serviceHosts(service, namespace string) []string {
+	return []string{service + "." + namespace + ".svc", service + "." + namespace + ".svc.cluster.local"}
+}
 
 func main() {
 	var o operator.Options
@@ -30,7 +36,10 @@ func main() {
 	flag.StringVar(&o.MutatingWebhookConfiguration, "mutating-webhook-configuration", "tokenkeeper-mutating-webhook", "MutatingWebhookConfiguration whose caBundle the manager keeps current.")
 	o.Inject = inject.DefaultConfig()
 	flag.StringVar(&o.Inject.Image, "sidecar-image", o.Inject.Image, "Image of the injected sidecar.")
-	flag.StringVar(&o.Inject.DistributionURL, "distribution-url", o.Inject.DistributionURL, "URL injected sidecars fetch keys and revocations from (empty: the bundle ConfigMap only).")
+	flag.StringVar(&o.DistributionAddr, "distribution-bind-address", ":8443", "Address of the TLS snapshot server sidecars subscribe to (empty disables it; needs --namespace).")
+	distService := flag.String("distribution-service-name", "tokenkeeper-distribution", "Service in front of the snapshot server; the serving certificate is issued for its DNS names.")
+	distHosts := flag.String("distribution-cert-hosts", "", "Extra comma-separated names or IPs the serving certificate is valid for (a sidecar outside the cluster).")
+	flag.StringVar(&o.Inject.DistributionURL, "distribution-url", "", "URL injected sidecars subscribe to (default: https://<distribution-service-name>.<namespace>.svc when the snapshot server runs; \"none\": the bundle ConfigMap only).")
 	qps := flag.Float64("kube-api-qps", 50, "Queries per second to the API server (client-side limit).")
 	burst := flag.Int("kube-api-burst", 100, "Burst of queries to the API server.")
 	zo := zap.Options{}
@@ -45,7 +54,25 @@ func main() {
 		o.WebhookPort = 0
 	}
 	if o.WebhookPort != 0 {
-		o.WebhookCertHosts = []string{*service + "." + o.Namespace + ".svc", *service + "." + o.Namespace + ".svc.cluster.local"}
+		o.WebhookCertHosts = serviceHosts(*service, o.Namespace)
+	}
+	if o.DistributionAddr != "" && o.Namespace == "" {
+		log.Info("Snapshot server disabled: no namespace (set --namespace or $POD_NAMESPACE to enable it); sidecars read their bundle only")
+		o.DistributionAddr = ""
+	}
+	if o.DistributionAddr != "" {
+		o.DistributionCertHosts = serviceHosts(*distService, o.Namespace)
+		for _, h := range strings.Split(*distHosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				o.DistributionCertHosts = append(o.DistributionCertHosts, h)
+			}
+		}
+	}
+	switch {
+	case o.Inject.DistributionURL == "none":
+		o.Inject.DistributionURL = ""
+	case o.Inject.DistributionURL == "" && o.DistributionAddr != "":
+		o.Inject.DistributionURL = "https://" + *distService + "." + o.Namespace + ".svc"
 	}
 
 	ctx := ctrl.SetupSignalHandler()

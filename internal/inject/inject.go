@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/appprobe"
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
 )
 
 // Annotations a pod opts in with, and the one the webhook leaves behind.
@@ -49,7 +50,9 @@ const (
 	// The projected ServiceAccount token the sidecar shows the distribution server.
 	DistributionVolume   = "tokenkeeper-token"
 	DistributionMount    = "/var/run/secrets/tokenkeeper.dev/distribution"
-	DistributionAudience = "tokenkeeper.dev/distribution"
+	DistributionAudience = distribution.Audience
+	// NamespaceEnv is the sidecar's namespace, from the downward API.
+	NamespaceEnv = "POD_NAMESPACE"
 	distributionTokenTTL = int64(600)
 )
 
@@ -602,6 +605,12 @@ func container(cfg Config, in sidecarInputs) corev1.Container {
 	var env []corev1.EnvVar
 	if in.probes != "" {
 		env = []corev1.EnvVar{{Name: AppProbesEnv, Value: in.probes}}
+	}
+	if cfg.DistributionURL != "" {
+		// The sidecar asks for its policy in its own namespace (the only one it is served).
+		env = append(env, corev1.EnvVar{Name: NamespaceEnv, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+		}})
 	}
 	return corev1.Container{
 		Name:          ContainerName,

@@ -188,12 +188,20 @@ func TestClaimedPodsAreAdmittedOnlyWhenTheyAreMutatesOwnOutput(t *testing.T) {
 
 func TestDistributionAddsTheProjectedTokenAndTheSidecarArgs(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.DistributionURL = "https://tokenkeeper-distribution.tokenkeeper-system.svc:8443"
+	cfg.DistributionURL = "https://tokenkeeper-distribution.tokenkeeper-system.svc"
 	out, _, err := Mutate(readPod(t, "testdata/one-named-port.yaml"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc := out.Spec.InitContainers[0]
+	// The sidecar asks for its own namespace's policy: the downward API tells it which.
+	nsEnv := false
+	for _, e := range sc.Env {
+		nsEnv = nsEnv || (e.Name == "POD_NAMESPACE" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace")
+	}
+	if !nsEnv {
+		t.Errorf("no POD_NAMESPACE from the downward API: %+v", sc.Env)
+	}
 	args := strings.Join(sc.Args, " ")
 	for _, want := range []string{
 		"--distribution-url=" + cfg.DistributionURL,

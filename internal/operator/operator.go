@@ -76,6 +76,12 @@ type Options struct {
 	MutatingWebhookConfiguration string
 	// Inject configures the injected sidecar.
 	Inject inject.Config
+	// DistributionAddr is where the snapshot server listens for sidecars, over TLS with
+	// the certificate of WebhookCertSecret ("" disables it).
+	DistributionAddr string
+	// DistributionCertHosts are the names the serving certificate adds for it (the
+	// distribution Service's DNS names, or an IP).
+	DistributionCertHosts []string
 	// JWKSAllowLocalAddresses lets jwksURI fetches reach loopback, link-local and cloud
 	// metadata addresses, refused by default (SSRF).
 	JWKSAllowLocalAddresses bool
@@ -172,6 +178,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		Fetcher:     fetcher,
 		Concurrency: o.Concurrency,
 	}
+	if o.DistributionAddr != "" {
+		tp.CASecret = certSecret(o) // sidecars trust the distribution server through their bundle
+	}
 	if err := tp.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the TokenPolicy controller: %w", err)
 	}
@@ -186,8 +195,18 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (manager.Manager, err
 		return nil, fmt.Errorf("setting up the NetworkPolicy controller: %w", err)
 	}
 
+	if o.WebhookPort != 0 || o.DistributionAddr != "" {
+		if err := setupCerts(mgr, o, certProvider); err != nil {
+			return nil, err
+		}
+	}
 	if o.WebhookPort != 0 {
-		if err := setupWebhook(mgr, o, certProvider); err != nil {
+		if err := setupWebhook(mgr, o); err != nil {
+			return nil, err
+		}
+	}
+	if o.DistributionAddr != "" {
+		if err := setupDistribution(mgr, cfg, o, tlsOpts, certProvider); err != nil {
 			return nil, err
 		}
 	}
@@ -223,6 +242,10 @@ type httpServer struct {
 	name    string
 	addr    string
 	handler http.Handler
+	tls     *tls.Config // nil: plain HTTP
+	// longPoll: requests are held open. A ReadTimeout would cancel them (the connection's
+	// background read times out) and a WriteTimeout cut them; the handler bounds both.
+	longPoll bool
 }
 
 func (s *httpServer) NeedLeaderElection() bool { return false }
@@ -239,6 +262,13 @@ func (s *httpServer) Start(ctx context.Context) error {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		TLSConfig:         s.tls,
+	}
+	if s.longPoll {
+		srv.ReadTimeout, srv.WriteTimeout = 0, 0
+	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
 	}
 	ctrl.Log.WithName(s.name).Info("Started serving", "address", ln.Addr().String())
 	done := make(chan error, 1)

@@ -3,6 +3,7 @@ package operator
 import (
 	"crypto/tls"
 	"fmt"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -31,24 +32,33 @@ func webhookServer(o Options, tlsOpts []func(*tls.Config), provider *tkwebhook.C
 	})})
 }
 
-// setupWebhook registers the injector and the certificate controller; provider (already
-// given to the server) gets the manager's cache to read the certificate from.
-func setupWebhook(mgr manager.Manager, o Options, provider *tkwebhook.CertProvider) error {
-	if o.Namespace == "" || o.WebhookCertSecret == "" || len(o.WebhookCertHosts) == 0 {
-		return fmt.Errorf("the webhook needs the manager's namespace, a certificate Secret name and certificate hosts")
+// setupCerts registers the certificate controller: one CA and one serving certificate for
+// the webhook's and the distribution server's names; provider (already given to the
+// servers) gets the manager's cache to read the certificate from.
+func setupCerts(mgr manager.Manager, o Options, provider *tkwebhook.CertProvider) error {
+	hosts := append(slices.Clone(o.WebhookCertHosts), o.DistributionCertHosts...)
+	if o.Namespace == "" || o.WebhookCertSecret == "" || len(hosts) == 0 {
+		return fmt.Errorf("the webhook and the distribution server need the manager's namespace, a certificate Secret name and certificate hosts")
 	}
 	provider.Reader, provider.Secret = mgr.GetClient(), certSecret(o)
 	certs := &controllers.WebhookCertReconciler{
-		Client:                        mgr.GetClient(),
-		APIReader:                     mgr.GetAPIReader(),
-		Clock:                         o.Clock,
-		Secret:                        certSecret(o),
-		Hosts:                         o.WebhookCertHosts,
-		MutatingWebhookConfigurations: []string{o.MutatingWebhookConfiguration},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Clock:     o.Clock,
+		Secret:    certSecret(o),
+		Hosts:     hosts,
+	}
+	if o.WebhookPort != 0 {
+		certs.MutatingWebhookConfigurations = []string{o.MutatingWebhookConfiguration}
 	}
 	if err := certs.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the webhook certificate controller: %w", err)
+		return fmt.Errorf("setting up the certificate controller: %w", err)
 	}
+	return nil
+}
+
+// setupWebhook registers the injector.
+func setupWebhook(mgr manager.Manager, o Options) error {
 	excluded := map[string]bool{o.Namespace: true}
 	for _, ns := range tkwebhook.SystemNamespaces {
 		excluded[ns] = true
@@ -59,6 +69,6 @@ func setupWebhook(mgr manager.Manager, o Options, provider *tkwebhook.CertProvid
 		Reader:   mgr.GetClient(),
 		Excluded: excluded,
 	}})
-	ctrl.Log.WithName("setup").Info("Registered the pod injection webhook", "port", o.WebhookPort, "sidecarImage", o.Inject.Image)
+	ctrl.Log.WithName("setup").Info("Registered the pod injection webhook", "port", o.WebhookPort, "sidecarImage", o.Inject.Image, "distributionURL", o.Inject.DistributionURL)
 	return nil
 }

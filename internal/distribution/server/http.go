@@ -145,6 +145,9 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, cur *built, hist
 	_, _ = w.Write(data)
 }
 
+// Subscribers is how many polls are held open now.
+func (h *Handler) Subscribers() int64 { return h.total.Load() }
+
 func (h *Handler) acquire(ns string) bool {
 	if h.total.Add(1) > int64(h.Limits.MaxSubscribers) {
 		h.total.Add(-1)

@@ -1,0 +1,157 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
+)
+
+// fakeReviewer answers TokenReviews from a table and counts them; it isolates the
+// Authenticator's caching and mapping (the real TokenReview is tested on envtest in
+// controllers/distribution_test.go).
+type fakeReviewer struct {
+	users map[string]string // token -> username
+	err   error
+	calls int
+}
+
+func (f *fakeReviewer) Review(_ context.Context, token string, aud []string) (authenticationv1.TokenReviewStatus, error) {
+	f.calls++
+	if f.err != nil {
+		return authenticationv1.TokenReviewStatus{}, f.err
+	}
+	u, ok := f.users[token]
+	if !ok {
+		return authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}, nil
+	}
+	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: u}}, nil
+}
+
+func fakeJWT(t *testing.T, aud any, exp time.Time) string {
+	t.Helper()
+	payload, err := json.Marshal(map[string]any{"aud": aud, "exp": exp.Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString(payload) + ".c2ln"
+}
+
+func authorize(a *Authenticator, token, namespace string) int {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	status, _ := a.Authorize(r, namespace)
+	return status
+}
+
+func TestAuthenticatorDecidesAndCaches(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	good := fakeJWT(t, []string{distribution.Audience}, now.Add(2*time.Minute))
+	human := fakeJWT(t, distribution.Audience, now.Add(time.Hour))
+	rev := &fakeReviewer{users: map[string]string{good: "system:serviceaccount:shop:api", human: "jane@example.com"}}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }}
+
+	for _, c := range []struct {
+		name, token, ns string
+		want, reviews   int
+	}{
+		{"its own namespace", good, "shop", http.StatusOK, 1},
+		{"again, from the cache", good, "shop", http.StatusOK, 0},
+		{"another namespace", good, "bank", http.StatusForbidden, 0},
+		{"no token", "", "shop", http.StatusUnauthorized, 0},
+		{"garbage, never sent to the API server", "not-a-jwt", "shop", http.StatusUnauthorized, 0},
+		{"a wrong audience, never sent", fakeJWT(t, "https://kubernetes.default.svc", now.Add(time.Hour)), "shop", http.StatusUnauthorized, 0},
+		{"expired, never sent", fakeJWT(t, distribution.Audience, now.Add(-time.Second)), "shop", http.StatusUnauthorized, 0},
+		{"refused by TokenReview", fakeJWT(t, distribution.Audience, now.Add(90*time.Minute)), "shop", http.StatusUnauthorized, 1},
+		{"not a service account", human, "shop", http.StatusForbidden, 1},
+	} {
+		before := rev.calls
+		if got := authorize(a, c.token, c.ns); got != c.want {
+			t.Errorf("%s: status %d, want %d", c.name, got, c.want)
+		}
+		if got := rev.calls - before; got != c.reviews {
+			t.Errorf("%s: %d TokenReviews, want %d", c.name, got, c.reviews)
+		}
+	}
+
+	// A success is reused until the token's exp (2m here, sooner than the 5m TTL).
+	now = now.Add(2*time.Minute + time.Second)
+	rev.users = map[string]string{}
+	if got := authorize(a, good, "shop"); got != http.StatusUnauthorized {
+		t.Errorf("past its exp the token was still accepted: %d", got)
+	}
+}
+
+func TestAuthenticatorCachesRefusalsBrieflyAndErrorsNot(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tok := fakeJWT(t, distribution.Audience, now.Add(time.Hour))
+	rev := &fakeReviewer{users: map[string]string{}}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }}
+	if got := authorize(a, tok, "shop"); got != http.StatusUnauthorized {
+		t.Fatalf("status %d", got)
+	}
+	// Now the token is good (say the ServiceAccount was created late): a refusal is
+	// reused for FailureTTL only.
+	rev.users[tok] = "system:serviceaccount:shop:api"
+	if got := authorize(a, tok, "shop"); got != http.StatusUnauthorized || rev.calls != 1 {
+		t.Errorf("within FailureTTL: status %d after %d reviews, want the cached 401 after 1", got, rev.calls)
+	}
+	now = now.Add(DefaultAuthFailureTTL)
+	if got := authorize(a, tok, "shop"); got != http.StatusOK {
+		t.Errorf("after FailureTTL: status %d", got)
+	}
+
+	// The API server unreachable: 503 (the sidecar retries), and nothing cached.
+	other := fakeJWT(t, distribution.Audience, now.Add(30*time.Minute))
+	rev.err = errors.New("connection refused")
+	if got := authorize(a, other, "shop"); got != http.StatusServiceUnavailable {
+		t.Errorf("TokenReview failing: status %d, want 503", got)
+	}
+	rev.err = nil
+	rev.users[other] = "system:serviceaccount:shop:api"
+	if got := authorize(a, other, "shop"); got != http.StatusOK {
+		t.Errorf("the error was cached: status %d", got)
+	}
+}
+
+func TestAuthenticatorCacheIsBounded(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	rev := &fakeReviewer{users: map[string]string{}}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }, MaxEntries: 10}
+	for i := range 100 {
+		tok := fakeJWT(t, distribution.Audience, now.Add(time.Duration(i+1)*time.Minute))
+		rev.users[tok] = "system:serviceaccount:shop:api"
+		if got := authorize(a, tok, "shop"); got != http.StatusOK {
+			t.Fatalf("token %d: status %d", i, got)
+		}
+	}
+	if n := len(a.cache); n > 10 {
+		t.Errorf("cache holds %d entries, bound 10", n)
+	}
+}
+
+func TestServiceAccountNamespace(t *testing.T) {
+	for user, want := range map[string]string{
+		"system:serviceaccount:shop:api":  "shop",
+		"system:serviceaccount:shop":      "",
+		"system:serviceaccount::api":      "",
+		"system:serviceaccount:shop:a:b":  "",
+		"system:serviceaccounts:shop:api": "",
+		"jane":                            "",
+	} {
+		got, _ := serviceAccountNamespace(user)
+		if got != want {
+			t.Errorf("%q: namespace %q, want %q", user, got, want)
+		}
+	}
+}
