@@ -52,7 +52,7 @@ const (
 	DistributionMount    = "/var/run/secrets/tokenkeeper.dev/distribution"
 	DistributionAudience = distribution.Audience
 	// NamespaceEnv is the sidecar's namespace, from the downward API.
-	NamespaceEnv = "POD_NAMESPACE"
+	NamespaceEnv         = "POD_NAMESPACE"
 	distributionTokenTTL = int64(600)
 )
 

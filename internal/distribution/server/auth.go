@@ -245,9 +245,11 @@ func (a *Authenticator) now() time.Time {
 	return time.Now()
 }
 
-func (a *Authenticator) ttl() time.Duration        { return orDefault(a.TTL, DefaultAuthTTL) }
-func (a *Authenticator) failureTTL() time.Duration { return orDefault(a.FailureTTL, DefaultAuthFailureTTL) }
-func (a *Authenticator) maxEntries() int           { return orDefault(a.MaxEntries, DefaultAuthCacheEntries) }
+func (a *Authenticator) ttl() time.Duration { return orDefault(a.TTL, DefaultAuthTTL) }
+func (a *Authenticator) failureTTL() time.Duration {
+	return orDefault(a.FailureTTL, DefaultAuthFailureTTL)
+}
+func (a *Authenticator) maxEntries() int { return orDefault(a.MaxEntries, DefaultAuthCacheEntries) }
 
 func (a *Authenticator) logger() *slog.Logger {
 	if a.Log != nil {
