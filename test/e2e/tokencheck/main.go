@@ -2,7 +2,8 @@
 //
 //	tokencheck sign   --key-dir /keys --target http://verifier/verify
 //	tokencheck verify --jwks /jwks/jwks.json
-//	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got)
+//	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got;
+//	                   --files-dir d serves d's files at /mounted/)
 //	tokencheck mint   --key-dir dir --audience a [--ttl 10m] [--expired]   (prints one token)
 //
 // The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
@@ -110,7 +111,11 @@ func main() {
 		fmt.Println("status", resp.StatusCode)
 		return
 	case "echo":
+		files := fs.String("files-dir", "", "serve this directory's files at /mounted/<name> (a mounted volume's copy, as the pod sees it)")
 		_ = fs.Parse(os.Args[2:])
+		if *files != "" {
+			http.Handle("/mounted/", http.StripPrefix("/mounted/", http.FileServer(http.Dir(*files))))
+		}
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(answeredBy, "echo")
 			w.Header().Set("Content-Type", "application/json")
