@@ -16,8 +16,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
+	"github.com/tokenkeeper/tokenkeeper/internal/certs"
 	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
 	"github.com/tokenkeeper/tokenkeeper/internal/operator"
 )
@@ -216,4 +218,32 @@ func counterValue(t *testing.T, m *runningManager, name string, labels map[strin
 		}
 	}
 	return sum
+}
+
+// A certificate Secret holding an unusable CA is repaired, and an Event on it says what
+// was replaced.
+func TestAnUnusableCertificateSecretIsRepairedWithAnEvent(t *testing.T) {
+	mgrNS := newNamespace(t)
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: mgrNS, Name: "certs", Labels: map[string]string{"app.kubernetes.io/managed-by": "tokenkeeper"}},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"ca.crt": []byte("not a certificate"), "tls.crt": {}, "tls.key": {}},
+	})
+	startManager(t, operator.Options{
+		DistributionAddr: freeAddr(t), Namespace: mgrNS, WebhookCertSecret: "certs",
+		DistributionCertHosts: []string{"127.0.0.1"},
+	})
+	eventually(t, 20*time.Second, "the CA replaced and the Event", func() error {
+		s := &corev1.Secret{}
+		if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: mgrNS, Name: "certs"}, s); err != nil {
+			return err
+		}
+		if _, err := certs.ParseCert(s.Data["ca.crt"]); err != nil {
+			return fmt.Errorf("ca.crt: %v", err)
+		}
+		if msg := eventReasons(t, mgrNS, "certs")["InvalidCertificateData"]; !strings.Contains(msg, "ca.crt") {
+			return fmt.Errorf("no InvalidCertificateData Event naming ca.crt: %q", msg)
+		}
+		return nil
+	})
 }

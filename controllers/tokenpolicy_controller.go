@@ -231,8 +231,8 @@ func (r *TokenPolicyReconciler) revocationLists(ctx context.Context, tp *tkv1.To
 
 // bundleData renders the bundle's three files; revoked keys are left out of the JWKS.
 // omitted, when not empty, says which revocations did not fit.
-// distributionCA is what bundles carry of CASecret: the current CA and the previous one
-// while it is still valid. nil before the certificate controller has written the Secret
+// distributionCA is what bundles carry of CASecret: every CA a client must trust (the
+// signing one, the next and the previous, certs.TrustBundle). nil before the certificate controller has written the Secret
 // (its write requeues every policy).
 func (r *TokenPolicyReconciler) distributionCA(ctx context.Context) ([]byte, error) {
 	if r.CASecret.Name == "" {
@@ -242,7 +242,7 @@ func (r *TokenPolicyReconciler) distributionCA(ctx context.Context) ([]byte, err
 	if err := r.Client.Get(ctx, r.CASecret, s); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
-	return certs.Bundle(s.Data[certCA], s.Data[certCAPrevious]), nil
+	return certs.TrustBundle(s.Data), nil
 }
 
 func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.RevocationList, ca []byte) (data map[string]string, omitted string, err error) {

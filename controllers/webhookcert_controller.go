@@ -3,6 +3,7 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"strings"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	admissionac "k8s.io/client-go/applyconfigurations/admissionregistration/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,13 +27,6 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/certs"
 )
 
-// Entries of the webhook certificate Secret besides tls.crt and tls.key.
-const (
-	certCA         = "ca.crt"
-	certCAKey      = "ca.key"
-	certCAPrevious = "ca-previous.crt" // trusted until it expires, so a CA rotation breaks no call
-)
-
 // WebhookCertReconciler issues and renews the webhooks' CA and serving certificate in a
 // Secret and keeps the caBundle of the webhook configurations current. No cert-manager.
 type WebhookCertReconciler struct {
@@ -43,6 +38,8 @@ type WebhookCertReconciler struct {
 	Hosts []string
 	// MutatingWebhookConfigurations whose every webhook gets the caBundle.
 	MutatingWebhookConfigurations []string
+	// Recorder reports stored entries that could not be used (optional).
+	Recorder events.EventRecorder
 }
 
 // The caBundle is written only to the manager's own webhook configuration (its name in
@@ -75,29 +72,21 @@ func (r *WebhookCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 		}
 	}
 
-	ca := certs.Pair{Cert: data[certCA], Key: data[certCAKey]}
-	caCert, err := certs.ParseCert(ca.Cert)
-	if err != nil || !now.Before(certs.RenewAt(caCert)) {
-		if err == nil {
-			data[certCAPrevious] = ca.Cert // still valid for a third of its life
-		}
-		if ca, err = certs.NewCA("tokenkeeper-webhook-ca", now); err != nil {
-			return ctrl.Result{}, err
-		}
-		data[certCA], data[certCAKey] = ca.Cert, ca.Key
-		logger.Info("Issued a new webhook CA")
+	plan, err := certs.PlanCerts(data, "tokenkeeper-ca", r.Hosts, now)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	if prev, err := certs.ParseCert(data[certCAPrevious]); err != nil || !now.Before(prev.NotAfter) {
-		delete(data, certCAPrevious)
+	if len(plan.Problems) > 0 && secret != nil && r.Recorder != nil {
+		r.Recorder.Eventf(secret, nil, corev1.EventTypeWarning, "InvalidCertificateData", "Replace",
+			"Replaced entries that could not be used: %s", strings.Join(plan.Problems, "; "))
 	}
-	serving := certs.Pair{Cert: data[corev1.TLSCertKey], Key: data[corev1.TLSPrivateKeyKey]}
-	if !certs.ServingValid(ca, serving, r.Hosts, now) {
-		if serving, err = certs.NewServing(ca, r.Hosts, now); err != nil {
-			return ctrl.Result{}, err
-		}
-		data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey] = serving.Cert, serving.Key
-		logger.Info("Issued a webhook serving certificate", "hosts", r.Hosts)
+	if len(plan.Problems) > 0 {
+		logger.Info("Replaced certificate entries that could not be used", "problems", plan.Problems)
 	}
+	if len(plan.Changes) > 0 {
+		logger.Info("Certificates changed", "changes", plan.Changes, "hosts", r.Hosts)
+	}
+	data = plan.Data
 
 	if secret == nil || !sameBytesMap(secret.Data, data) {
 		ac := corev1ac.Secret(r.Secret.Name, r.Secret.Namespace).
@@ -115,20 +104,14 @@ func (r *WebhookCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 		}
 	}
 
-	bundle := certs.Bundle(data[certCA], data[certCAPrevious])
+	bundle := certs.TrustBundle(data)
 	for _, name := range r.MutatingWebhookConfigurations {
 		if err := r.injectCABundle(ctx, name, bundle); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 
-	servingCert, _ := certs.ParseCert(data[corev1.TLSCertKey])
-	caCert, _ = certs.ParseCert(data[certCA])
-	next := certs.RenewAt(servingCert)
-	if at := certs.RenewAt(caCert); at.Before(next) {
-		next = at
-	}
-	return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
+	return ctrl.Result{RequeueAfter: plan.NextCheck.Sub(now)}, nil
 }
 
 func (r *WebhookCertReconciler) injectCABundle(ctx context.Context, name string, bundle []byte) error {

@@ -47,6 +47,7 @@ func setupCerts(mgr manager.Manager, o Options, provider *tkwebhook.CertProvider
 		Clock:     o.Clock,
 		Secret:    certSecret(o),
 		Hosts:     hosts,
+		Recorder:  mgr.GetEventRecorder("tokenkeeper-manager"),
 	}
 	if o.WebhookPort != 0 {
 		certs.MutatingWebhookConfigurations = []string{o.MutatingWebhookConfiguration}
