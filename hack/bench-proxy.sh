@@ -86,18 +86,8 @@ audience=bench-api
 work="$root/bin/bench/proxy"
 o2p="$root/bin/bench/oauth2-proxy"
 
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
-die() { echo "bench-proxy: $*" >&2; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SAY_TO_STDERR=1
+. hack/lib.sh
 
 if [ -n "${BENCH_RESULTS:-}" ]; then
   go run ./hack/bench/proxysummary "$BENCH_RESULTS"
@@ -164,27 +154,18 @@ fi
 upstream="http://127.0.0.1:$up_port"
 issuer="http://127.0.0.1:$iss_port"
 
-wait_http() { # url what [expected status]; up to 30 s
-  local code
-  for _ in $(seq 300); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
-    [ "$code" = "${3:-200}" ] && return 0
-    sleep 0.1
-  done
-  die "$2 did not come up at $1 (last status $code); logs in ${work#"$root"/}/"
-}
 
 say "Starting the upstream, the issuer ($ntokens tokens), the plain proxy, $([ -n "$before_bin" ] && echo six || echo three) sidecars, oauth2-proxy and HAProxy"
 "$work/upstream" --listen "127.0.0.1:$up_port" > "$work/upstream.log" 2>&1 &
-up_pid=$!; pids+=("$up_pid")
+up_pid=$!; track "$up_pid"
 "$work/issuer" --listen "127.0.0.1:$iss_port" --dir "$work/keys" --audience "$audience" --tokens "$ntokens" > "$work/issuer.log" 2>&1 &
-pids+=($!)
+track "$!"
 wait_http "$upstream/" upstream
 wait_http "$issuer/.well-known/openid-configuration" issuer
 token=$(cat "$work/keys/token")
 
 "$work/plainproxy" --listen "127.0.0.1:$plain_port" --upstream "$upstream" > "$work/plainproxy.log" 2>&1 &
-plain_pid=$!; pids+=("$plain_pid")
+plain_pid=$!; track "$plain_pid"
 sidecar() { # binary listen admin log extra-flags...
   local bin=$1 listen=$2 admin=$3 log=$4
   shift 4
@@ -193,20 +174,20 @@ sidecar() { # binary listen admin log extra-flags...
     --drain-delay=1ms --shutdown-timeout=2s "$@" > "$work/$log" 2>&1 &
 }
 sidecar "$sidecar_bin" "$sc_port" "$sc_admin" sidecar-cached.log
-sc_pid=$!; pids+=("$sc_pid")
+sc_pid=$!; track "$sc_pid"
 sidecar "$sidecar_bin" "$scu_port" "$scu_admin" sidecar-uncached.log --token-cache-size=0
-scu_pid=$!; pids+=("$scu_pid")
+scu_pid=$!; track "$scu_pid"
 # The rotating target fills its cache (10000 entries): a sidecar of its own, so that the
 # cached target's later measurements do not run with a full cache.
 sidecar "$sidecar_bin" "$scr_port" "$scr_admin" sidecar-rotating.log
-scr_pid=$!; pids+=("$scr_pid")
+scr_pid=$!; track "$scr_pid"
 if [ -n "$before_bin" ]; then
   sidecar "$before_bin" "$sb_port" "$sb_admin" sidecar-before-cached.log
-  sb_pid=$!; pids+=("$sb_pid")
+  sb_pid=$!; track "$sb_pid"
   sidecar "$before_bin" "$sbu_port" "$sbu_admin" sidecar-before-uncached.log --token-cache-size=0
-  sbu_pid=$!; pids+=("$sbu_pid")
+  sbu_pid=$!; track "$sbu_pid"
   sidecar "$before_bin" "$sbr_port" "$sbr_admin" sidecar-before-rotating.log
-  sbr_pid=$!; pids+=("$sbr_pid")
+  sbr_pid=$!; track "$sbr_pid"
 fi
 o2p_pid=-
 if [ "$uses_o2p" = yes ]; then
@@ -215,13 +196,13 @@ if [ "$uses_o2p" = yes ]; then
     --email-domain='*' --upstream="$upstream/" --http-address="127.0.0.1:$o2p_port" \
     --skip-jwt-bearer-tokens --bearer-token-login-fallback=false --api-route='^/' --skip-provider-button \
     --request-logging=false --auth-logging=false > "$work/oauth2-proxy.log" 2>&1 &
-  o2p_pid=$!; pids+=("$o2p_pid")
+  o2p_pid=$!; track "$o2p_pid"
 fi
 sed -e "s|@LISTEN@|127.0.0.1:$hap_port|" -e "s|@UPSTREAM@|127.0.0.1:$up_port|" -e "s|@ISSUER@|$issuer|" \
   -e "s|@AUDIENCE@|$audience|" -e "s|@PUBLIC_KEY@|$work/keys/public.pem|" hack/bench/haproxy.cfg > "$work/haproxy.cfg"
 haproxy -c -q -f "$work/haproxy.cfg" || die "HAProxy refused ${work#"$root"/}/haproxy.cfg"
 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
-hap_pid=$!; pids+=("$hap_pid")
+hap_pid=$!; track "$hap_pid"
 wait_http "http://127.0.0.1:$plain_port/" "plain proxy"
 wait_http "http://127.0.0.1:$sc_admin/readyz" "sidecar (cached)"
 wait_http "http://127.0.0.1:$scu_admin/readyz" "sidecar (uncached)"

@@ -32,17 +32,8 @@ burst=${BENCH_BURST:-1000}
 work="$root/bin/bench"
 mkdir -p "$work"
 
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SAY_TO_STDERR=1
+. hack/lib.sh
 
 [ -x bin/manager ] || { echo "bin/manager is missing: run make build (make bench-signingkeys does)" >&2; exit 1; }
 say "Building hack/localcluster and hack/bench/signingkeys"
@@ -60,7 +51,7 @@ for mix in $runs; do
   say "[$mix] Starting a fresh local control plane (logs in ${dir#"$root"/}/localcluster.log)"
   "$work/localcluster" --write-kubeconfig "$KUBECONFIG" > "$dir/localcluster.log" 2>&1 &
   lcpid=$!
-  pids+=("$lcpid")
+  track "$lcpid"
   for _ in $(seq 240); do [ -s "$KUBECONFIG" ] && break; sleep 0.5; done
   [ -s "$KUBECONFIG" ] || { cat "$dir/localcluster.log" >&2; echo "control plane did not start" >&2; exit 1; }
   # kube-apiserver and etcd are the control plane's children; their CPU is reported too.
@@ -73,7 +64,7 @@ for mix in $runs; do
     --metrics-bind-address="127.0.0.1:$metrics" --health-probe-bind-address="127.0.0.1:$probe" \
     --discovery-bind-address="127.0.0.1:$disc" ${BENCH_MANAGER_ARGS:-} > "$dir/manager.log" 2>&1 &
   mpid=$!
-  pids+=("$mpid")
+  track "$mpid"
   for _ in $(seq 120); do curl -fs "http://127.0.0.1:$probe/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
   curl -fs "http://127.0.0.1:$probe/readyz" >/dev/null || { tail -20 "$dir/manager.log" >&2; echo "manager did not become ready" >&2; exit 1; }
 
@@ -100,7 +91,7 @@ for mix in $runs; do
   } | tee -a "$dir/result.md"
 
   say "[$mix] Stopping the manager and the control plane"
-  cleanup
+  stop_tracked
 done
 
 if [[ " $runs " == *" mixed "* && " $runs " == *" ec "* ]]; then

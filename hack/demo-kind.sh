@@ -7,11 +7,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cluster=${KIND_CLUSTER:-tokenkeeper-demo}
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. hack/lib.sh
 show_apply() { local y; y=$(cat); printf '%s\n' "$y"; printf '%s\n' "$y" | "$k" apply -f - >/dev/null; }
 
 say "Creating a kind cluster (node image built from source and cached; KIND_NODE_IMAGE uses a published one)"
-if [ -z "${DEMO_KEEP_CLUSTER:-}" ]; then trap 'say "Deleting the cluster"; hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true' EXIT; fi
+if [ -z "${DEMO_KEEP_CLUSTER:-}" ]; then on_exit 'say "Deleting the cluster"; hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1'; fi
 # Assigned before export: `export X=$(cmd)` would hide cmd's exit status from set -e.
 KUBECONFIG=$(hack/kind/cluster.sh up "$cluster"); export KUBECONFIG
 k="$(hack/kube-binaries.sh kubectl)/kubectl"
@@ -83,24 +83,50 @@ say "Requests through the Service (kubectl port-forward svc/orders)"
 go build -o bin/demo/ ./test/e2e/tokencheck
 mkdir -p bin/demo/keys
 "$k" port-forward -n shop svc/orders 18080:80 > bin/demo/port-forward.log 2>&1 &
-pf=$!
-trap 'kill $pf 2>/dev/null || true; [ -n "${DEMO_KEEP_CLUSTER:-}" ] || { say "Deleting the cluster"; hack/kind/cluster.sh down "$cluster" >/dev/null 2>&1 || true; }' EXIT
-for _ in $(seq 40); do curl -s -o /dev/null http://127.0.0.1:18080/healthz && break; sleep 0.5; done
+track $!
+wait_http http://127.0.0.1:18080/healthz "the port-forward to svc/orders"
 keyfile() { "$k" get secret -n shop orders-issuer-signing-keys -o jsonpath='{.data.active\.jwk}' | base64 -d > bin/demo/keys/active.jwk; }
 mint() { keyfile; bin/demo/tokencheck mint --key-dir bin/demo/keys --issuer https://tokens.example.com/orders --audience orders --ttl 4m "$@"; }
-try() {
-  local label=$1 path=$2; shift 2
-  printf '  %-46s -> %s\n' "$label" "$(curl -s -o /dev/null -w '%{http_code} %header{www-authenticate}' "$@" "http://127.0.0.1:18080$path")"
+try() { # label, expected status, path, curl arguments
+  local label=$1 want=$2 path=$3; shift 3
+  expect "$label" "$want" "$@" "http://127.0.0.1:18080$path"
 }
-try "GET /healthz, no token (anonymous rule)" /healthz
-try "GET /api, no token" /api
-try "GET /api, a garbage token" /api -H "Authorization: Bearer not.a.token"
+try "GET /healthz, no token (anonymous rule)" 200 /healthz
+try "GET /api, no token" 401 /api
+try "GET /api, a garbage token" 401 /api -H "Authorization: Bearer not.a.token"
 token=$(mint)
-try "GET /api, a token from the Secret's key" /api -H "Authorization: Bearer $token"
-try "GET /admin, same token (no role=admin)" /admin -H "Authorization: Bearer $token"
+try "GET /api, a token from the Secret's key" 200 /api -H "Authorization: Bearer $token"
+try "GET /admin, same token (no role=admin)" 403 /admin -H "Authorization: Bearer $token"
+
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# until_status TOKEN CODE: calls /api until it answers CODE (10 s at most), prints the ms it took.
+until_status() {
+  local t0; t0=$(ms)
+  for _ in $(seq 1000); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" http://127.0.0.1:18080/api)" = "$2" ] && { echo $(( $(ms) - t0 )); return 0; }
+    sleep 0.01
+  done
+  return 1
+}
+
+say "A token leaks: revoke its jti; the manager pushes the change to the sidecar (no volume sync)"
+leaked_token=$(mint --jti leaked-1)
+try "GET /api, the token about to leak" 200 /api -H "Authorization: Bearer $leaked_token"
+t0=$(ms)
+cat <<YAML | show_apply
+apiVersion: tokenkeeper.dev/v1alpha1
+kind: RevocationList
+metadata: {name: incident-41, namespace: shop}
+spec:
+  tokens: [{jti: leaked-1, expiresAt: "$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)"}]
+YAML
+took=$(until_status "$leaked_token" 401) || die "the revoked jti was still accepted after 10 s"
+echo "  the sidecar rejected the revoked jti $(( $(ms) - t0 )) ms after kubectl apply started (${took} ms of polling)"
+try "GET /api, the revoked token" 401 /api -H "Authorization: Bearer $leaked_token"
 
 say "A key leaks: revoke it with a RevocationList; it leaves the JWKS and is replaced at once"
 leaked=$("$k" get sk -n shop orders-issuer -o jsonpath='{.status.activeKID}')
+t0=$(ms)
 cat <<YAML | show_apply
 apiVersion: tokenkeeper.dev/v1alpha1
 kind: RevocationList
@@ -108,20 +134,19 @@ metadata: {name: incident-42, namespace: shop}
 spec:
   keys: [{kid: $leaked, reason: "leaked in a build log"}]
 YAML
-sleep 3
-echo "  active key before: ${leaked:0:12}…  after: $("$k" get sk -n shop orders-issuer -o jsonpath='{.status.activeKID}' | cut -c1-12)…"
-"$k" get events -n shop --field-selector involvedObject.name=orders-issuer -o custom-columns=REASON:.reason,MESSAGE:.message | grep -E 'Revoked|Emergency' || true
-echo "  waiting for the sidecar's mounted bundle to follow (kubelet volume sync; an emergency rotation"
-echo "  is the one case where new tokens wait for verifiers to learn the new key)…"
-fresh=$(mint)
-t0=$(date +%s)
-for _ in $(seq 120); do
-  old_code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" http://127.0.0.1:18080/api)
-  new_code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $fresh" http://127.0.0.1:18080/api)
-  [ "$old_code" = 401 ] && [ "$new_code" = 200 ] && break
-  sleep 1
+until_status "$token" 401 >/dev/null || die "the revoked key still verified after 10 s"
+echo "  the sidecar rejected the leaked key's token $(( $(ms) - t0 )) ms after kubectl apply started"
+for _ in $(seq 100); do
+  now=$("$k" get sk -n shop orders-issuer -o jsonpath='{.status.activeKID}')
+  [ -n "$now" ] && [ "$now" != "$leaked" ] && break
+  sleep 0.1
 done
-echo "  the sidecar followed in $(( $(date +%s) - t0 ))s"
-try "GET /api, the token signed by the leaked key" /api -H "Authorization: Bearer $token"
-try "GET /api, a token from the new key" /api -H "Authorization: Bearer $fresh"
+[ "$now" != "$leaked" ] || die "no replacement key became active"
+echo "  active key before: ${leaked:0:12}…  after: ${now:0:12}…"
+"$k" get events -n shop --field-selector involvedObject.name=orders-issuer -o custom-columns=REASON:.reason,MESSAGE:.message | grep -E 'Revoked|Emergency' || true
+fresh=$(mint)
+took=$(until_status "$fresh" 200) || die "the replacement key's token was not accepted within 10 s"
+echo "  a token of the replacement key was accepted after ${took} ms more (the push carries the new key too)"
+try "GET /api, the token signed by the leaked key" 401 /api -H "Authorization: Bearer $token"
+try "GET /api, a token from the new key" 200 /api -H "Authorization: Bearer $fresh"
 say "Done"

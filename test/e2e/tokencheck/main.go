@@ -4,7 +4,7 @@
 //	tokencheck verify --jwks /jwks/jwks.json
 //	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got;
 //	                   --files-dir d serves d's files at /mounted/)
-//	tokencheck mint   --key-dir dir --audience a [--ttl 10m] [--expired]   (prints one token)
+//	tokencheck mint   --key-dir dir --audience a [--ttl 10m] [--expired] [--jti id]   (prints one token)
 //
 // The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
 // an issuer would, and sends it to the verifier, which checks it against the JWKS mounted
@@ -76,13 +76,14 @@ func main() {
 		subject := fs.String("subject", "alice", "sub of the token")
 		expired := fs.Bool("expired", false, "mint a token that expired ten minutes ago")
 		ttl := fs.Duration("ttl", 10*time.Minute, "lifetime of the token")
+		jti := fs.String("jti", "", "jti of the token (none when empty)")
 		_ = fs.Parse(os.Args[2:])
 		now := time.Now()
 		if *expired {
 			now = now.Add(-20 * time.Minute)
 		}
 		tok, _, err := mint(*keyDir, jwt.Claims{Issuer: *issuer, Subject: *subject, Audience: audienceOf(*audience),
-			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(*ttl))})
+			ID: *jti, IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(*ttl))})
 		if err != nil {
 			log.Fatal(err)
 		}
