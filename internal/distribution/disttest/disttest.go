@@ -166,6 +166,12 @@ func (s *Service) Route(r *Replica) {
 	s.target.Store(&h)
 }
 
+// Down takes every replica away: polls under way are cut, new ones too.
+func (s *Service) Down() {
+	s.Route(nil)
+	s.Srv.CloseClientConnections()
+}
+
 // Tamper rewrites 200 answers until it is set to nil.
 func (s *Service) Tamper(f func(m *distribution.Message, plain []byte) []byte) {
 	if f == nil {
