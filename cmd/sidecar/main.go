@@ -3,6 +3,9 @@
 //
 //	sidecar --listen=:15080 --admin-listen=:15021 --upstream=http://127.0.0.1:8080 --bundle-dir=/etc/tokenkeeper/bundle
 //
+// With --distribution-url (and --distribution-token-file, --namespace; the CA defaults to the
+// bundle's distribution-ca.crt) it then follows the manager's pushed snapshots.
+//
 // Outside Kubernetes it runs from files:
 //
 //	sidecar --listen=:8443 --upstream=http://127.0.0.1:8080 --policy-file=policy.yaml --jwks-file=jwks.json [--revocations-file=revocations.yaml]
@@ -29,10 +32,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
 	"github.com/tokenkeeper/tokenkeeper/internal/sidecar"
 )
 
@@ -104,6 +109,11 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	fs.DurationVar(&o.JWKSRefreshMax, "jwks-refresh-max", sidecar.DefaultJWKSRefreshMax, "Longest refresh interval of a remote JWKS.")
 	fs.DurationVar(&o.JWKSRefresh, "jwks-refresh", sidecar.DefaultJWKSRefresh, "Refresh interval of a remote JWKS that sends no caching headers.")
 	fs.DurationVar(&o.JWKSUnknownKIDInterval, "jwks-unknown-kid-interval", sidecar.DefaultJWKSUnknownKIDInterval, "A token with an unknown kid refreshes a remote JWKS at most this often.")
+	fs.StringVar(&o.DistributionURL, "distribution-url", "", "Base URL (https) of the manager's distribution server; the sidecar starts from the files, then follows the policy's pushed snapshots.")
+	fs.StringVar(&o.DistributionTokenFile, "distribution-token-file", "", "File holding the projected service-account token presented to the distribution server (re-read at every request).")
+	caFile := fs.String("distribution-ca-file", "", "PEM CA bundle the distribution server's certificate must chain to, re-read when it changes (default: <bundle-dir>/"+distribution.CAKey+" with --bundle-dir).")
+	fs.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the TokenPolicy, for the distribution server (default: $POD_NAMESPACE).")
+	fs.DurationVar(&o.DistributionFallback, "distribution-fallback", sidecar.DefaultDistributionFallback, "After this long without word from the distribution server, fetch the policy's remote JWKS directly again.")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "Log level: debug, info, warn or error (debug logs every refused request, never its token).")
 	format := fs.String("log-format", "json", "Log format: json or text.")
@@ -121,6 +131,10 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 		o.PolicyFile, o.JWKSFile, o.RevocationsFile = sidecar.BundleFiles(*bundleDir)
 	case o.PolicyFile == "":
 		return o, nil, errors.New("set --bundle-dir, or --policy-file (with --jwks-file and optionally --revocations-file)")
+	}
+	o.DistributionCAFile = *caFile
+	if o.DistributionCAFile == "" && *bundleDir != "" {
+		o.DistributionCAFile = filepath.Join(*bundleDir, distribution.CAKey)
 	}
 	probes, err := sidecar.ParseAppProbes(os.Getenv(sidecar.AppProbesEnv))
 	if err != nil {

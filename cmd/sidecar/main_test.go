@@ -6,6 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,5 +191,66 @@ func TestHardeningFlags(t *testing.T) {
 	if o.AllowAppNonLoopback || o.TrustForwardedHeaders || o.MaxConns != sidecar.DefaultMaxConns ||
 		o.AdminMaxConns != sidecar.DefaultAdminMaxConns || o.MaxUpstreamRequests != sidecar.DefaultMaxUpstreamRequests {
 		t.Fatalf("defaults %+v", o)
+	}
+}
+
+func TestDistributionFlags(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "shop")
+	injected := []string{"--upstream=http://127.0.0.1:8080", "--bundle-dir=/etc/tokenkeeper/bundle", "--policy-name=api",
+		"--distribution-url=https://tokenkeeper-distribution.tokenkeeper-system.svc:8443",
+		"--distribution-token-file=/var/run/secrets/tokenkeeper.dev/distribution/token"}
+	o, _, err := parseFlags(injected, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.DistributionURL != "https://tokenkeeper-distribution.tokenkeeper-system.svc:8443" ||
+		o.DistributionTokenFile != "/var/run/secrets/tokenkeeper.dev/distribution/token" ||
+		o.DistributionCAFile != "/etc/tokenkeeper/bundle/distribution-ca.crt" || o.Namespace != "shop" ||
+		o.DistributionFallback != sidecar.DefaultDistributionFallback {
+		t.Fatalf("the webhook's flags gave %+v", o)
+	}
+	o, _, err = parseFlags(append(injected, "--namespace=orders", "--distribution-ca-file=/ca.pem", "--distribution-fallback=2m"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Namespace != "orders" || o.DistributionCAFile != "/ca.pem" || o.DistributionFallback != 2*time.Minute {
+		t.Fatalf("explicit flags gave %+v", o)
+	}
+	// Standalone: no bundle directory, so no default CA file; New says what is missing.
+	o, _, err = parseFlags([]string{"--upstream=http://127.0.0.1:8080", "--policy-file=p.yaml", "--policy-name=api",
+		"--distribution-url=https://x", "--distribution-token-file=t"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sidecar.New(o); err == nil || !strings.Contains(err.Error(), "CA file") {
+		t.Fatalf("New without a CA file: %v", err)
+	}
+}
+
+// TestTheSidecarLinksNoKubernetesClient keeps the sidecar small and runnable outside
+// Kubernetes (DESIGN.md, "Dependency direction").
+func TestTheSidecarLinksNoKubernetesClient(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/tokenkeeper/tokenkeeper/internal/distribution") {
+		t.Fatalf("the sidecar does not link the distribution client, or go list printed something else:\n%s", out)
+	}
+	forbidden := []string{"k8s.io/client-go", "sigs.k8s.io/controller-runtime/pkg/client",
+		"sigs.k8s.io/controller-runtime/pkg/cache", "sigs.k8s.io/controller-runtime/pkg/manager",
+		"google.golang.org/grpc", "github.com/tokenkeeper/tokenkeeper/controllers",
+		"github.com/tokenkeeper/tokenkeeper/internal/distribution/server"}
+	for _, d := range deps {
+		for _, f := range forbidden {
+			if d == f || strings.HasPrefix(d, f+"/") {
+				t.Errorf("cmd/sidecar depends on %s", d)
+			}
+		}
 	}
 }

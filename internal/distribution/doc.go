@@ -39,4 +39,14 @@
 // sidecar applies the delta to what it holds and checks the digest: a mismatch rejects the
 // delta and asks for a full snapshot, so a delta can never leave a sidecar with a set the
 // manager did not have.
+//
+// # Client
+//
+// A sidecar subscribes with Client: it polls with the token of the snapshot it holds (a
+// newer one it could not apply instead, so the server waits for something else), decodes
+// gzip itself within a size cap, applies through a callback only what Accepts allows, and
+// counts a 304 or a snapshot not newer as word from the manager (LastHeard), which the
+// sidecar's staleness bound and remote JWKS ownership read. A delta that does not fit asks
+// at once for a full snapshot by sending the held version with a digest no server keeps.
+// Failures wait a jittered exponential backoff up to 10s, or the server's Retry-After.
 package distribution

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
 	"github.com/tokenkeeper/tokenkeeper/internal/jwks"
 	"github.com/tokenkeeper/tokenkeeper/internal/policy"
 	"github.com/tokenkeeper/tokenkeeper/internal/verify"
@@ -40,6 +42,8 @@ type watchedFile struct {
 	size     int64
 	mod      time.Time
 	polls    int
+	// ignored: a change after the stream took over was logged (guarded by pollMu).
+	ignored bool
 }
 
 var absentState = sha256.Sum256([]byte("\x00absent"))
@@ -49,11 +53,17 @@ func (s *Sidecar) pollFiles() {
 	s.pollMu.Lock()
 	defer s.pollMu.Unlock()
 	for _, f := range s.files {
-		if f.path == "" {
+		if f.path == "" || f.ignored {
 			continue
 		}
 		data, present, readErr, changed := f.check()
 		if !changed {
+			continue
+		}
+		if s.streamed.Load() {
+			// The stream's snapshots are newer than any bundle the kubelet syncs.
+			f.ignored = true
+			s.log.Debug("Ignored a change of the "+f.kind+" file and will ignore the next ones: the distribution server's snapshots are the source now", "file", f.path)
 			continue
 		}
 		attrs, err := f.load(data, present, readErr)
@@ -193,30 +203,55 @@ func (s *Sidecar) loadPolicy(data []byte, present bool, readErr error) ([]any, e
 		// file still states what to enforce, so enforce it, loudly.
 		s.log.Warn("Loaded a policy with another name than expected", "policy", tp.Name, "expected", want)
 	}
-	cfg, err := policy.Config(tp)
+	p, err := s.checkPolicy(tp)
 	if err != nil {
 		return nil, err
 	}
-	var uris []string
+	s.warnPlainHTTP(tp, p)
+	if err := s.setPolicy(p); err != nil {
+		return nil, err
+	}
+	return []any{"policy", tp.Name, "issuer", p.cfg.Issuer, "remoteJWKS", len(p.uris)}, nil
+}
+
+func (s *Sidecar) warnPlainHTTP(tp *tkv1.TokenPolicy, p loadedPolicy) {
+	for _, i := range p.plainHTTP {
+		s.log.Warn("Fetching a JWKS over plain http: anyone on the network path can substitute keys",
+			"field", fmt.Sprintf("spec.trustedKeys[%d].jwksURI", i), "uri", tp.Spec.TrustedKeys[i].JWKSURI)
+	}
+}
+
+// checkPolicy turns a TokenPolicy (from the file or a snapshot) into what setPolicy applies.
+func (s *Sidecar) checkPolicy(tp *tkv1.TokenPolicy) (loadedPolicy, error) {
+	cfg, err := policy.Config(tp)
+	if err != nil {
+		return loadedPolicy{}, err
+	}
+	p := loadedPolicy{cfg: cfg}
 	for i, tk := range tp.Spec.TrustedKeys {
 		if tk.JWKSURI == "" {
 			continue // signingKeyRef: its keys arrive in the JWKS file
 		}
 		if err := checkJWKSURI(tk.JWKSURI); err != nil {
-			return nil, fmt.Errorf("spec.trustedKeys[%d].jwksURI: %w", i, err)
+			return loadedPolicy{}, fmt.Errorf("spec.trustedKeys[%d].jwksURI: %w", i, err)
 		}
 		if jwks.PlainHTTP(tk.JWKSURI) {
-			s.log.Warn("Fetching a JWKS over plain http: anyone on the network path can substitute keys",
-				"field", fmt.Sprintf("spec.trustedKeys[%d].jwksURI", i), "uri", tk.JWKSURI)
+			p.plainHTTP = append(p.plainHTTP, i)
 		}
-		if !slices.Contains(uris, tk.JWKSURI) {
-			uris = append(uris, tk.JWKSURI)
+		if !slices.Contains(p.uris, tk.JWKSURI) {
+			p.uris = append(p.uris, tk.JWKSURI)
 		}
 	}
-	if err := s.setPolicy(cfg, uris); err != nil {
-		return nil, err
+	if d := tp.Spec.Distribution; d != nil && d.MaxStaleness != nil {
+		if d.MaxStaleness.Duration <= 0 {
+			return loadedPolicy{}, fmt.Errorf("spec.distribution.maxStaleness %s: must be positive", d.MaxStaleness.Duration)
+		}
+		p.maxStale = d.MaxStaleness.Duration
 	}
-	return []any{"policy", tp.Name, "issuer", cfg.Issuer, "remoteJWKS", len(uris)}, nil
+	if p.spec, err = json.Marshal(tp.Spec); err != nil {
+		return loadedPolicy{}, err
+	}
+	return p, nil
 }
 
 func checkJWKSURI(s string) error {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
 	"github.com/tokenkeeper/tokenkeeper/internal/verify"
 )
 
@@ -20,7 +21,7 @@ const (
 	outcomeUnauthenticated                // 401: no valid token
 	outcomeForbidden                      // 403: a valid token failed the route's rule
 	outcomeUpstreamError                  // 502/504: the app could not be reached or was too slow
-	outcomeUnavailable                    // 503: no policy or no keys loaded yet
+	outcomeUnavailable                    // 503: no policy or no keys loaded yet, or no word from the manager past maxStaleness
 	outcomeBadRequest                     // 413, 405: refused before reaching the app
 	outcomeClientClosed                   // the client went away before the app answered
 	outcomeOverloaded                     // 503: MaxUpstreamRequests were in flight to the app
@@ -164,7 +165,7 @@ func newMetrics(s *Sidecar) *metrics {
 	}, func() float64 { _, _, n := s.cacheStats(); return float64(n) })
 	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: metricPrefix + "ready",
-		Help: "1 when a valid policy and at least one key are loaded, the app port listens on loopback only (unless allowed otherwise) and the sidecar is not draining.",
+		Help: "1 when a valid policy and at least one key are loaded, the distribution server was heard within the policy's maxStaleness (when both are set), the app port listens on loopback only (unless allowed otherwise) and the sidecar is not draining.",
 	}, func() float64 {
 		if ok, _ := s.Ready(); ok {
 			return 1
@@ -176,7 +177,73 @@ func newMetrics(s *Sidecar) *metrics {
 		m.keys, m.revocations, m.appPortExposed, cacheHits, cacheMisses, cacheEntries, ready,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(distributionMetrics(s)...)
 	return m
+}
+
+// Sources of what the sidecar enforces, the "source" label.
+const (
+	sourceBundle = "bundle"
+	sourceStream = "stream"
+)
+
+// versionKinds label the components of a distribution.Version, in order.
+var versionKinds = [...]string{
+	distribution.KindTokenPolicy:    "TokenPolicy",
+	distribution.KindRevocationList: "RevocationList",
+	distribution.KindConfigMap:      "ConfigMap",
+}
+
+// distributionMetrics are read from the sidecar and its distribution client at scrape
+// time: the source gauge always, the rest only with a distribution server.
+func distributionMetrics(s *Sidecar) []prometheus.Collector {
+	var out []prometheus.Collector
+	for _, src := range []string{sourceBundle, sourceStream} {
+		out = append(out, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        metricPrefix + "source",
+			Help:        "1 for where the policy, keys and revocations in force come from: the mounted bundle files, or the distribution server's stream (once a snapshot was applied).",
+			ConstLabels: prometheus.Labels{"source": src},
+		}, func() float64 {
+			if s.streamed.Load() == (src == sourceStream) {
+				return 1
+			}
+			return 0
+		}))
+	}
+	if s.dist == nil {
+		return out
+	}
+	for k, kind := range versionKinds {
+		out = append(out, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        metricPrefix + "distribution_snapshot_version",
+			Help:        "Version of the snapshot applied last, one series per component: the highest resourceVersion of that kind the serving replica had seen (0 before the first snapshot). Compare across pods with min/max by kind.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(s.dist.Stats().Version.Version[k]) }))
+	}
+	for _, r := range []string{"applied", "rejected"} {
+		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        metricPrefix + "distribution_snapshots_total",
+			Help:        "Snapshots from the distribution server by result: applied, or rejected (unparsable, invalid, a delta that did not fit, or not applicable) with the last good one kept.",
+			ConstLabels: prometheus.Labels{"result": r},
+		}, func() float64 {
+			st := s.dist.Stats()
+			if r == "applied" {
+				return float64(st.Applied)
+			}
+			return float64(st.Rejected)
+		}))
+	}
+	out = append(out,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: metricPrefix + "distribution_reconnects_total",
+			Help: "Failed polls of the distribution server (unreachable, TLS, refused token, 503, bad answer), each followed by a wait.",
+		}, func() float64 { return float64(s.dist.Stats().Reconnects) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: metricPrefix + "distribution_seconds_since_heard",
+			Help: "Seconds since the distribution server last said the sidecar is current (a snapshot or a 304), or since the start when it never did; past the policy's maxStaleness requests fail closed.",
+		}, func() float64 { return s.now().Sub(s.heardAt()).Seconds() }),
+	)
+	return out
 }
 
 // request records a finished request. It allocates nothing.

@@ -40,6 +40,11 @@ const (
 	DefaultJWKSRefresh            = 5 * time.Minute
 	DefaultJWKSUnknownKIDInterval = 10 * time.Second
 
+	// DefaultDistributionFallback is three poll holds: a sidecar hears from the manager at
+	// least once per hold (30s), so this outlasts a reconnect or two before the sidecar
+	// goes back to fetching remote JWKS itself.
+	DefaultDistributionFallback = 90 * time.Second
+
 	// DefaultMaxConns bounds the proxy's client connections: an idle one costs some 25 KiB
 	// (measured: 3000 after a 401 took the RSS from 19 to 95 MB; 2048 after a 200, with the
 	// idle connections to the app they left, from 15 to 86 MB), inside a 128Mi limit.
@@ -150,6 +155,23 @@ type Options struct {
 	// variables. Its timeout is JWKSFetchTimeout either way.
 	HTTPClient *http.Client
 
+	// DistributionURL is the manager's distribution server (https); empty runs from the
+	// files alone. With it the sidecar starts from the files, then subscribes to the
+	// snapshots of Namespace/PolicyName; once one is applied the stream is the source of
+	// the policy, keys and revocations (see the package documentation).
+	DistributionURL string
+	// DistributionTokenFile holds the bearer token presented to the server (the projected
+	// service-account token, re-read at every request); DistributionCAFile the PEM CA the
+	// server's certificate must chain to (re-read when it changes). Both are required
+	// with DistributionURL, and so are Namespace and PolicyName.
+	DistributionTokenFile, DistributionCAFile string
+	// Namespace is the TokenPolicy's namespace.
+	Namespace string
+	// DistributionFallback: after this long without word from the manager the sidecar
+	// fetches the policy's remote JWKS itself again (while it hears, the manager's
+	// snapshots carry them).
+	DistributionFallback time.Duration
+
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards logs.
@@ -158,6 +180,8 @@ type Options struct {
 	// jitter shortens refresh intervals a little; nil means up to a tenth at random. Tests
 	// make it exact.
 	jitter func(time.Duration) time.Duration
+	// distributionMaxBackoff caps the waits after failed polls; zero: the client's default.
+	distributionMaxBackoff time.Duration
 }
 
 // BundleFiles are the files of a policy bundle directory as mounted into an injected pod.
@@ -192,6 +216,7 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.MaxUpstreamRequests, DefaultMaxUpstreamRequests)
 	def(&o.CacheSize, DefaultCacheSize)
 	def(&o.JWKSMaxBytes, DefaultJWKSMaxBytes)
+	def(&o.DistributionFallback, DefaultDistributionFallback)
 	if o.jitter == nil {
 		o.jitter = defaultJitter
 	}
@@ -236,6 +261,19 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.DrainDelay >= o.ShutdownTimeout {
 		bad("drain delay %s leaves nothing of the shutdown timeout %s", o.DrainDelay, o.ShutdownTimeout)
+	}
+	if o.DistributionURL != "" {
+		switch {
+		case o.DistributionTokenFile == "":
+			bad("distribution: a token file is required")
+		case o.DistributionCAFile == "":
+			bad("distribution: a CA file is required")
+		case o.Namespace == "" || o.PolicyName == "":
+			bad("distribution: the namespace and the policy name are required")
+		}
+		if o.DistributionFallback < 0 {
+			bad("distribution fallback %s is negative", o.DistributionFallback)
+		}
 	}
 	if o.JWKSRefreshMax < o.JWKSRefreshMin {
 		bad("JWKS maximum refresh %s is below the minimum %s", o.JWKSRefreshMax, o.JWKSRefreshMin)

@@ -77,6 +77,12 @@ func (s *Sidecar) handle(w http.ResponseWriter, r *http.Request) outcome {
 		refuse(w, http.StatusServiceUnavailable, nil)
 		return outcomeUnavailable
 	}
+	if why := s.staleReason(eng); why != "" {
+		// spec.distribution.maxStaleness: what is enforced may be missing revocations.
+		w.Header()["Retry-After"] = retryAfterStale
+		refuseText(w, http.StatusServiceUnavailable, why+"\n")
+		return outcomeUnavailable
+	}
 	v := eng.v
 	rs := &requestState{eng: eng, outcome: outcomeAnonymous}
 	if d := v.Decide(r.Method, r.URL.Path, nil); d.Outcome == verify.AllowAnonymous {
@@ -156,6 +162,16 @@ func refuse(w http.ResponseWriter, code int, challenge []string) {
 	h["Cache-Control"] = noStore
 	w.WriteHeader(code)
 	_, _ = w.Write(statusBodies[code])
+}
+
+// refuseText is refuse with a body of its own.
+func refuseText(w http.ResponseWriter, code int, body string) {
+	h := w.Header()
+	h["Content-Type"] = contentTypeText
+	h["X-Content-Type-Options"] = noSniff
+	h["Cache-Control"] = noStore
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
 }
 
 var statusBodies = map[int][]byte{}

@@ -70,8 +70,23 @@ func (s *Sidecar) setRemotesLocked(uris []string) (added []*remoteSource) {
 	return added
 }
 
+// forgetRemotesLocked drops what the sidecar fetched itself when the manager takes the
+// remote JWKS over: should the manager go silent later, the sidecar fetches afresh at once
+// rather than trust a set from before (one owner at a time).
+func (s *Sidecar) forgetRemotesLocked() {
+	for _, src := range *s.remotes.Load() {
+		src.mu.Lock()
+		src.doc.Store(nil)
+		src.etag, src.hash, src.next, src.failures = "", [32]byte{}, time.Time{}, 0
+		src.mu.Unlock()
+	}
+}
+
 // refreshDue starts the scheduled refreshes that are due, in the background.
 func (s *Sidecar) refreshDue() {
+	if s.remoteByStream.Load() {
+		return // the manager fetches them; its snapshots carry the keys
+	}
 	now := s.now()
 	for _, src := range *s.remotes.Load() {
 		src.mu.Lock()
@@ -87,6 +102,11 @@ func (s *Sidecar) refreshDue() {
 // (at most once per JWKSUnknownKIDInterval each, joining a fetch already under way) and
 // reports whether any changed. kid is attacker-controlled: it is neither used nor logged.
 func (s *Sidecar) refreshOnUnknownKID(string) bool {
+	if s.remoteByStream.Load() {
+		// The manager owns the remote JWKS: a kid it has not published is not trusted
+		// here either (one owner, so a withdrawn key cannot come back through this fetch).
+		return false
+	}
 	srcs := *s.remotes.Load()
 	gap := s.opts.JWKSUnknownKIDInterval
 	if len(srcs) == 1 {
@@ -139,6 +159,9 @@ func (src *remoteSource) refresh(ctx context.Context, trigger string, minGap tim
 func (src *remoteSource) fetch(ctx context.Context, trigger, etag string) bool {
 	s := src.s
 	body, hdr, notModified, err := src.get(ctx, etag)
+	if s.remoteByStream.Load() {
+		return false // the manager took over while this fetch ran
+	}
 	var keys []jose.JSONWebKey
 	var skipped int
 	if err == nil && !notModified {

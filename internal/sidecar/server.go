@@ -16,9 +16,10 @@ import (
 const adminShutdownTimeout = time.Second
 
 // AdminHandler serves /healthz (200 while the process runs), /readyz (200 once a valid
-// policy and a key are loaded and the app port listens on loopback only, 503 before and
-// while draining), /startupz (as /readyz without the app port check, for the startup
-// probe: the app starts only after it passes), /app-health/<container>/<kind> (the app's
+// policy and a key are loaded, the manager was heard within the policy's maxStaleness and
+// the app port listens on loopback only, 503 before and while draining), /startupz (as
+// /readyz without the staleness and app port checks, for the startup probe: the app starts
+// only after it passes; a restart would only lose the last good snapshot), /app-health/<container>/<kind> (the app's
 // probes, forwarded to it on loopback) and /metrics.
 func (s *Sidecar) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -110,10 +111,14 @@ func (s *Sidecar) Serve(ctx context.Context, proxyLn, adminLn net.Listener) erro
 	go serve(proxySrv, newLimitListener(proxyLn, s.opts.MaxConns), "traffic")
 	go serve(adminSrv, newLimitListener(adminLn, s.opts.AdminMaxConns), "the admin endpoints")
 	watchCtx, stopWatch := context.WithCancel(context.Background())
-	watchDone := make(chan struct{})
+	watchDone, distDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(watchDone)
 		s.watch(watchCtx)
+	}()
+	go func() {
+		defer close(distDone)
+		s.runDistribution(watchCtx)
 	}()
 	ready, why := s.Ready()
 	s.log.Info("Started serving", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
@@ -150,12 +155,14 @@ func (s *Sidecar) Serve(ctx context.Context, proxyLn, adminLn net.Listener) erro
 	}
 	stopWatch()
 	<-watchDone
+	<-distDone
 	s.tr.CloseIdleConnections()
 	s.log.Info("Stopped")
 	return err
 }
 
-// watch polls the files and starts due remote JWKS refreshes every PollInterval.
+// watch polls the files, starts due remote JWKS refreshes and checks the word from the
+// distribution server every PollInterval.
 func (s *Sidecar) watch(ctx context.Context) {
 	t := time.NewTicker(s.opts.PollInterval)
 	defer t.Stop()
@@ -165,6 +172,7 @@ func (s *Sidecar) watch(ctx context.Context) {
 			return
 		case <-t.C:
 			s.pollFiles()
+			s.checkDistribution()
 			s.refreshDue()
 			if s.loopback != nil {
 				s.loopback.check()

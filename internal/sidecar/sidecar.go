@@ -14,6 +14,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
 	"github.com/tokenkeeper/tokenkeeper/internal/verify"
 )
 
@@ -47,15 +48,31 @@ type Sidecar struct {
 	// revocations (files.go); not ready until a complete set replaces it.
 	revocationsIncomplete atomic.Pointer[string]
 
+	// dist subscribes to the manager's snapshots; nil without DistributionURL.
+	dist    *distribution.Client
+	started time.Time // "never heard" counts from here
+	// streamed: a stream snapshot was applied; from then on the bundle files are not
+	// applied any more (set under pollMu and mu).
+	streamed atomic.Bool
+	// remoteByStream: the manager owns the remote JWKS (a snapshot was applied and the
+	// manager was heard within DistributionFallback): the sidecar neither fetches them nor
+	// adds their keys. Changed under mu.
+	remoteByStream atomic.Bool
+	// stale: requests fail closed for want of word from the manager (for logs only).
+	stale atomic.Bool
+
 	// mu orders every change of the state below and of engine. Lock order: mu, then a
 	// remote source's mu; a fetch never holds its source's mu while it takes mu.
-	mu        sync.Mutex
-	fileKeys  []jose.JSONWebKey
-	keySet    *verify.KeySet
-	revs      *verify.Revocations
-	remotes   atomic.Pointer[[]*remoteSource] // in policy order; read without mu by the kid hook
-	cacheBase struct{ hits, misses atomic.Uint64 }
-	pollMu    sync.Mutex // one poll of the files at a time
+	mu       sync.Mutex
+	fileKeys []jose.JSONWebKey // the JWKS file's keys, or the stream snapshot's
+	// policySpec is the JSON of the TokenPolicy spec engine was built from: a snapshot
+	// with the same spec keeps the Verifier (and its cache).
+	policySpec []byte
+	keySet     *verify.KeySet
+	revs       *verify.Revocations
+	remotes    atomic.Pointer[[]*remoteSource] // in policy order; read without mu by the kid hook
+	cacheBase  struct{ hits, misses atomic.Uint64 }
+	pollMu     sync.Mutex // one poll of the files at a time
 	// revocationsLoaded: a revocations file was applied once (guarded by pollMu).
 	revocationsLoaded bool
 	files             []*watchedFile
@@ -75,6 +92,18 @@ type engine struct {
 	strip    []string
 	stripSet map[string]struct{}
 	allowed  []string // algorithms, normalized: for inferring a remote key's alg
+	// maxStale is the policy's spec.distribution.maxStaleness (0: off).
+	maxStale time.Duration
+}
+
+// loadedPolicy is a TokenPolicy checked and turned into what setPolicy applies.
+type loadedPolicy struct {
+	cfg      verify.Config
+	uris     []string // remote JWKS, in policy order
+	maxStale time.Duration
+	spec     []byte // JSON of the spec
+	// plainHTTP are the indexes of trustedKeys whose jwksURI is plain http (for a warning).
+	plainHTTP []int
 }
 
 // New builds a Sidecar and loads its files once: a file that is missing or invalid now is
@@ -94,6 +123,20 @@ func New(opts Options) (*Sidecar, error) {
 		jitter:   o.jitter,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.started = o.Now()
+	if o.DistributionURL != "" {
+		c, err := distribution.NewClient(distribution.ClientConfig{
+			URL: o.DistributionURL, Namespace: o.Namespace, Name: o.PolicyName,
+			TokenFile: o.DistributionTokenFile, CAFile: o.DistributionCAFile,
+			Apply: s.applySnapshot, Heard: s.heardFromManager,
+			MaxBackoff: o.distributionMaxBackoff, Now: o.Now, Logger: o.Logger,
+		})
+		if err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("invalid sidecar options: distribution: %w", err)
+		}
+		s.dist = c
+	}
 	s.metrics = newMetrics(s)
 	s.prober = newProber(o.AppProbes)
 	s.tunnels = map[*tunnel]struct{}{}
@@ -114,10 +157,14 @@ func New(opts Options) (*Sidecar, error) {
 	return s, nil
 }
 
-// Ready reports whether the sidecar should receive traffic, and why not: Started, and the
-// app port listens on loopback only (as last checked).
+// Ready reports whether the sidecar should receive traffic, and why not: Started, not
+// failing closed for want of word from the manager (spec.distribution.maxStaleness), and
+// the app port listens on loopback only (as last checked).
 func (s *Sidecar) Ready() (bool, string) {
 	if ok, why := s.Started(); !ok {
+		return false, why
+	}
+	if why := s.staleReason(s.engine.Load()); why != "" {
 		return false, why
 	}
 	if s.loopback != nil {
@@ -154,16 +201,20 @@ func (s *Sidecar) cacheStats() (hits, misses uint64, entries int) {
 	return hits, misses, entries
 }
 
-// setPolicy builds a Verifier for cfg with the current keys and revocations and swaps it in,
-// adding and dropping remote JWKS sources to match uris.
-func (s *Sidecar) setPolicy(cfg verify.Config, uris []string) error {
+// setPolicy builds a Verifier for p with the current keys and revocations and swaps it in,
+// adding and dropping remote JWKS sources to match p.uris.
+func (s *Sidecar) setPolicy(p loadedPolicy) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.setPolicyLocked(p)
+}
+
+func (s *Sidecar) setPolicyLocked(p loadedPolicy) error {
 	vopts := []verify.Option{verify.WithCacheSize(s.opts.CacheSize), verify.WithRevocations(s.revs)}
-	if len(uris) > 0 {
+	if len(p.uris) > 0 {
 		vopts = append(vopts, verify.WithUnknownKIDHook(s.refreshOnUnknownKID))
 	}
-	v, err := verify.New(cfg, vopts...) // checks cfg before anything changes
+	v, err := verify.New(p.cfg, vopts...) // checks cfg before anything changes
 	if err != nil {
 		return err
 	}
@@ -174,8 +225,10 @@ func (s *Sidecar) setPolicy(cfg verify.Config, uris []string) error {
 		forwardToken: norm.ForwardToken,
 		allowed:      slices.Clone(norm.AllowedAlgorithms),
 		stripSet:     map[string]struct{}{},
+		maxStale:     p.maxStale,
 	}
-	added := s.setRemotesLocked(uris)
+	s.policySpec = p.spec
+	added := s.setRemotesLocked(p.uris)
 	ks := s.unionLocked(eng.allowed)
 	v.SetKeySet(ks)
 	eng.strip = eng.v.ForwardedHeaderNames()
@@ -189,8 +242,10 @@ func (s *Sidecar) setPolicy(cfg verify.Config, uris []string) error {
 		s.cacheBase.hits.Add(h)
 		s.cacheBase.misses.Add(m)
 	}
-	for _, src := range added {
-		go src.refresh(s.ctx, triggerScheduled, 0) // first fetch now, not at the next poll
+	if !s.remoteByStream.Load() {
+		for _, src := range added {
+			go src.refresh(s.ctx, triggerScheduled, 0) // first fetch now, not at the next poll
+		}
 	}
 	go s.recheckTunnels()
 	return nil
@@ -227,15 +282,20 @@ func (s *Sidecar) applyKeysLocked() int {
 	return ks.Len()
 }
 
-// unionLocked is the effective key set: the JWKS file's keys, then each remote set's in
-// policy order; a kid already taken is skipped (first source wins), so the union cannot fail.
+// unionLocked is the effective key set: the JWKS file's (or stream snapshot's) keys, then,
+// unless the manager owns the remote JWKS, each remote set's in policy order; a kid already
+// taken is skipped (first source wins), so the union cannot fail.
 func (s *Sidecar) unionLocked(allowed []string) *verify.KeySet {
 	all := slices.Clone(s.fileKeys)
 	seen := make(map[string]bool, len(all))
 	for _, k := range all {
 		seen[k.KeyID] = true
 	}
-	for _, src := range *s.remotes.Load() {
+	remotes := *s.remotes.Load()
+	if s.remoteByStream.Load() {
+		remotes = nil // the snapshot's keys hold what the manager fetched
+	}
+	for _, src := range remotes {
 		doc := src.doc.Load()
 		if doc == nil {
 			continue
