@@ -135,10 +135,10 @@ bin/sidecar --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" --upst
 track $!
 wait_http "http://127.0.0.1:$admin/readyz" "the sidecar"
 for _ in $(seq 100); do
-  curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^tokenkeeper_sidecar_distribution_source{source="stream"} 1' && break
+  curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^tokenkeeper_sidecar_source{source="stream"} 1' && break
   sleep 0.1
 done
-curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^tokenkeeper_sidecar_distribution_source{source="stream"} 1' || die "the sidecar did not subscribe (bin/demo/sidecar.log)"
+curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^tokenkeeper_sidecar_source{source="stream"} 1' || die "the sidecar did not subscribe (bin/demo/sidecar.log)"
 echo "  the sidecar enforces the manager's pushed snapshot"
 mint() { "$work/tokencheck" mint --key-dir "$work/keys" --issuer "$issuer" --audience demo "$@"; }
 try() { # label, expected status, then curl arguments

@@ -184,6 +184,10 @@ func sign(t *testing.T, ns, sk string, claims map[string]any) string {
 	return tok
 }
 
+func sk0(ns string) *tkv1.SigningKey {
+	return &tkv1.SigningKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "issuer"}}
+}
+
 // pushEnv is a namespace with a SigningKey, a TokenPolicy, an empty RevocationList and a
 // running sidecar subscribed to the manager, whose bundle files are written once and never
 // again: whatever the sidecar learns later came through the push.
@@ -208,6 +212,16 @@ func startPush(t *testing.T) *pushEnv {
 	}})
 	create(t, &tkv1.RevocationList{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "incidents"}})
 
+	eventually(t, 60*time.Second, "the SigningKey Ready with an active key", func() error {
+		sk := &tkv1.SigningKey{}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(sk0(e.ns)), sk); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(sk.Status.Conditions, tkv1.ConditionReady) || sk.Status.ActiveKID == "" {
+			return fmt.Errorf("not Ready: %+v", sk.Status.Conditions)
+		}
+		return nil
+	})
 	var data map[string]string
 	eventually(t, 60*time.Second, "a bundle with keys and the distribution CA", func() error {
 		tp := &tkv1.TokenPolicy{}
@@ -292,7 +306,7 @@ func (e *pushEnv) streaming(t *testing.T) error {
 			break
 		}
 	}
-	if !strings.Contains(b.String(), `tokenkeeper_sidecar_distribution_source{source="stream"} 1`) {
+	if !strings.Contains(b.String(), `tokenkeeper_sidecar_source{source="stream"} 1`) {
 		return fmt.Errorf("the sidecar does not enforce a pushed snapshot yet")
 	}
 	return nil
