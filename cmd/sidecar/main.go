@@ -103,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	fs.DurationVar(&o.DrainDelay, "drain-delay", sidecar.DefaultDrainDelay, "After SIGTERM, how long to keep serving while /readyz reports 503.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "After SIGTERM, how long until remaining requests are cut off (drain delay included).")
 	cacheSize := fs.Int("token-cache-size", sidecar.DefaultCacheSize, "Verified tokens remembered (0 disables the cache).")
+	fs.Int64Var(&o.CacheBytes, "token-cache-bytes", sidecar.DefaultCacheBytes, "Bytes of token data the verified-token cache may hold (decoded payloads and keys), whatever --token-cache-size allows: a flood of large distinct tokens evicts instead of growing.")
 	fs.DurationVar(&o.JWKSFetchTimeout, "jwks-fetch-timeout", sidecar.DefaultJWKSFetchTimeout, "Time allowed for one remote JWKS fetch.")
 	fs.Int64Var(&o.JWKSMaxBytes, "jwks-max-bytes", sidecar.DefaultJWKSMaxBytes, "Largest remote JWKS document.")
 	fs.DurationVar(&o.JWKSRefreshMin, "jwks-refresh-min", sidecar.DefaultJWKSRefreshMin, "Shortest refresh interval of a remote JWKS, whatever its Cache-Control says.")

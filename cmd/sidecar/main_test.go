@@ -37,8 +37,18 @@ func TestParseFlags(t *testing.T) {
 					t.Errorf("options %+v", o)
 				}
 				if o.MaxHeaderBytes != 16<<10 || o.MaxBodyBytes != 10<<20 || o.UpstreamTimeout != 30*time.Second ||
-					o.DrainDelay != 5*time.Second || o.ShutdownTimeout != 15*time.Second || o.CacheSize != 10000 {
+					o.DrainDelay != 5*time.Second || o.ShutdownTimeout != 15*time.Second || o.CacheSize != 10000 ||
+					o.CacheBytes != 16<<20 {
 					t.Errorf("defaults %+v", o)
+				}
+			},
+		},
+		{
+			name: "the cache's byte budget is a flag",
+			args: []string{"--upstream=http://127.0.0.1:8080", "--bundle-dir=/b", "--token-cache-bytes=1048576"},
+			check: func(t *testing.T, o sidecar.Options) {
+				if o.CacheBytes != 1<<20 {
+					t.Errorf("CacheBytes %d, want 1 MiB", o.CacheBytes)
 				}
 			},
 		},

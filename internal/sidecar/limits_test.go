@@ -278,3 +278,23 @@ func TestRevocationsAndKeyWithdrawalCloseTunnels(t *testing.T) {
 		t.Fatal("a tunnel stayed open after its key was withdrawn")
 	}
 }
+
+// --token-cache-bytes reaches the Verifier: under a budget smaller than one entry nothing
+// is cached, while the default caches the same token.
+func TestTheCacheByteBudgetReachesTheVerifier(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		budget int64
+		cached bool
+	}{{"the default", 0, true}, {"a budget below one entry", 64, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, withOptions(func(o *Options) { o.CacheBytes = c.budget }))
+			tok := f.token()
+			f.wantStatus(tok, 200, "")
+			f.wantStatus(tok, 200, "")
+			if _, _, entries := f.sc.cacheStats(); (entries > 0) != c.cached {
+				t.Errorf("cache entries %d, want cached=%v", entries, c.cached)
+			}
+		})
+	}
+}

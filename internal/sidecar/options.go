@@ -32,6 +32,7 @@ const (
 	DefaultDrainDelay          = 5 * time.Second
 	DefaultShutdownTimeout     = 15 * time.Second
 	DefaultCacheSize           = verify.DefaultCacheSize
+	DefaultCacheBytes          = verify.DefaultCacheBytes
 
 	DefaultJWKSFetchTimeout       = 5 * time.Second
 	DefaultJWKSMaxBytes           = 1 << 20
@@ -141,6 +142,8 @@ type Options struct {
 	// CacheSize bounds the verified-token cache: 0 means DefaultCacheSize, negative
 	// disables it.
 	CacheSize int
+	// CacheBytes bounds what the verified-token cache holds: 0 means DefaultCacheBytes.
+	CacheBytes int64
 
 	// JWKSFetchTimeout and JWKSMaxBytes bound one remote JWKS fetch.
 	JWKSFetchTimeout time.Duration
@@ -215,6 +218,7 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.AdminMaxConns, DefaultAdminMaxConns)
 	def(&o.MaxUpstreamRequests, DefaultMaxUpstreamRequests)
 	def(&o.CacheSize, DefaultCacheSize)
+	def(&o.CacheBytes, DefaultCacheBytes)
 	def(&o.JWKSMaxBytes, DefaultJWKSMaxBytes)
 	def(&o.DistributionFallback, DefaultDistributionFallback)
 	if o.jitter == nil {

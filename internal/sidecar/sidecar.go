@@ -210,7 +210,7 @@ func (s *Sidecar) setPolicy(p loadedPolicy) error {
 }
 
 func (s *Sidecar) setPolicyLocked(p loadedPolicy) error {
-	vopts := []verify.Option{verify.WithCacheSize(s.opts.CacheSize), verify.WithRevocations(s.revs)}
+	vopts := []verify.Option{verify.WithCacheSize(s.opts.CacheSize), verify.WithCacheBytes(s.opts.CacheBytes), verify.WithRevocations(s.revs)}
 	if len(p.uris) > 0 {
 		vopts = append(vopts, verify.WithUnknownKIDHook(s.refreshOnUnknownKID))
 	}

@@ -51,11 +51,14 @@ type slot struct {
 	ref         uint32 // CLOCK reference bit, set atomically by readers
 }
 
-func newCache(size int) *cache {
+func newCache(size int, maxBytes int64) *cache {
 	if size <= 0 {
 		return nil
 	}
-	return &cache{index: make(map[[32]byte]int32, min(size, 1024)), size: size, maxBytes: DefaultCacheBytes}
+	if maxBytes <= 0 {
+		maxBytes = DefaultCacheBytes
+	}
+	return &cache{index: make(map[[32]byte]int32, min(size, 1024)), size: size, maxBytes: maxBytes}
 }
 
 // get returns the entry for sum if it is within its validity window at now.

@@ -179,9 +179,8 @@ func TestHighSSignaturesVerify(t *testing.T) {
 
 func TestAFloodOfLargeTokensStaysUnderTheByteBudget(t *testing.T) {
 	k := testKey(t, "EdDSA")
-	v := newVerifier(t, trusting(k))
 	const budget = 256 << 10
-	v.cache.maxBytes = budget
+	v := newVerifier(t, trusting(k), withOptions(WithCacheBytes(budget)))
 	big := strings.Repeat("x", 5<<10) // a token of about 7 KB
 	var last string
 	for i := range 300 {

@@ -31,14 +31,19 @@ type Verifier struct {
 type Option func(*options)
 
 type options struct {
-	cacheSize int
-	keys      *KeySet
-	revs      *Revocations
-	unknownFn func(kid string) bool
+	cacheSize  int
+	cacheBytes int64
+	keys       *KeySet
+	revs       *Revocations
+	unknownFn  func(kid string) bool
 }
 
 // WithCacheSize bounds the verified-token cache; zero or less disables it.
 func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = n } }
+
+// WithCacheBytes bounds the verified-token cache by what its entries hold (entryCost);
+// zero or less means DefaultCacheBytes.
+func WithCacheBytes(n int64) Option { return func(o *options) { o.cacheBytes = n } }
 
 // WithKeySet starts the Verifier with keys.
 func WithKeySet(ks *KeySet) Option { return func(o *options) { o.keys = ks } }
@@ -70,7 +75,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		required:  compileRequirements(cfg.RequiredClaims),
 		rules:     compileRules(cfg.Rules),
 		forward:   compileForward(cfg.ForwardClaims),
-		cache:     newCache(o.cacheSize),
+		cache:     newCache(o.cacheSize, o.cacheBytes),
 		unknownFn: o.unknownFn,
 	}
 	v.foldFree = foldFree(v.rules)
