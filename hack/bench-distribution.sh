@@ -14,6 +14,7 @@
 #   BENCH_CHANGES=5                 measured changes per run
 #   BENCH_LARGE_AT=1000             the size that also runs the large set ("" skips it)
 #   BENCH_LARGE_JTIS=100000 BENCH_LARGE_LISTS=20 BENCH_LARGE_CHANGES=3
+#   MANAGER=bin/manager             the manager binary under test
 #   BENCH_MANAGER_ARGS=...          extra manager flags
 #   BENCH_ARGS=...                  extra flags of hack/bench/distribution (e.g. -per-namespace=100)
 # Results and logs go to bin/bench/distribution/n<N>/, the summary to
@@ -30,6 +31,7 @@ large_at=${BENCH_LARGE_AT-1000}
 large_jtis=${BENCH_LARGE_JTIS:-100000}
 large_lists=${BENCH_LARGE_LISTS:-20}
 large_changes=${BENCH_LARGE_CHANGES:-3}
+manager=${MANAGER:-bin/manager}
 manager_ns=tokenkeeper-system
 work="$root/bin/bench/distribution"
 mkdir -p "$work"
@@ -48,7 +50,7 @@ trap 'exit 130' INT TERM
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-for b in bin/manager bin/sidecar; do
+for b in "$manager" bin/sidecar; do
   [ -x "$b" ] || { echo "$b is missing: run make build (make bench-distribution does)" >&2; exit 1; }
 done
 say "Building hack/localcluster and hack/bench/distribution"
@@ -62,7 +64,7 @@ say "Machine: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg); manager a
 {
   echo "make bench-distribution, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "Machine: $machine"
-  echo "bin/manager and bin/sidecar of commit $commit"
+  echo "$manager and bin/sidecar of commit $commit"
 } > "$work/summary.txt"
 
 for n in $sizes; do
@@ -82,7 +84,7 @@ for n in $sizes; do
   metrics=$(port); probe=$(port); disc=$(port); dist=$(port)
   say "[n=$n] Starting a fresh manager, snapshot server on 127.0.0.1:$dist (logs in ${dir#"$root"/}/manager.log)"
   # shellcheck disable=SC2086 # BENCH_MANAGER_ARGS and BENCH_ARGS are lists of flags
-  bin/manager --namespace="$manager_ns" --webhook-port=0 \
+  "$manager" --namespace="$manager_ns" --webhook-port=0 \
     --distribution-bind-address="127.0.0.1:$dist" --distribution-cert-hosts=127.0.0.1 \
     --kube-api-qps=500 --kube-api-burst=1000 \
     --metrics-bind-address="127.0.0.1:$metrics" --health-probe-bind-address="127.0.0.1:$probe" \
