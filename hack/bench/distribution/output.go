@@ -70,8 +70,8 @@ func printResult(w io.Writer, r *Result) {
 		}
 		fmt.Fprintf(w, "- manager peak RSS %s: %.1f MiB; RSS at the end %.1f MiB\n", reset, kib(p.PeakRSSKiB), kib(p.RSSKiB))
 		m := p.Machine
-		fmt.Fprintf(w, "- CPU over the %.1f s of the changes (settling between them included), %d CPUs: busy %.2f s = manager %.2f + kube-apiserver/etcd %.2f + this program (the subscribers) %.2f + other processes %.2f; load average %s → %s\n",
-			m.Seconds, r.CPUs, m.BusyCPUSeconds, m.ManagerCPUSecs, m.ClusterCPUSecs, m.BenchCPUSecs, m.OtherCPUSecs, m.LoadAvgStart, m.LoadAvgEnd)
+		fmt.Fprintf(w, "- CPU over the %.1f s of the changes (settling between them included), %d CPUs: busy %.2f s (irq+softirq %.2f) = manager %.2f + kube-apiserver/etcd %.2f + this program (the subscribers) %.2f + other processes and uncharged kernel time %.2f; load average %s → %s\n",
+			m.Seconds, r.CPUs, m.BusyCPUSeconds, m.IRQSeconds, m.ManagerCPUSecs, m.ClusterCPUSecs, m.BenchCPUSecs, m.OtherCPUSecs, m.LoadAvgStart, m.LoadAvgEnd)
 		fmt.Fprintf(w, "- TokenReviews during the changes: %d\n", p.TokenReviews)
 		if p.FullBytesPlain > 0 {
 			fmt.Fprintf(w, "- full snapshot: %d bytes plain, %d gzip; delta for one added jti: %d bytes plain, %d gzip\n", p.FullBytesPlain, p.FullBytesGzip, p.DeltaBytesPlain, p.DeltaBytesGzip)
