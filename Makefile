@@ -99,6 +99,10 @@ demo: envtest-assets build ## Local control plane + manager + a SigningKey rotat
 bench-signingkeys: envtest-assets build ## 1000 SigningKeys against a local API server.
 	hack/bench-signingkeys.sh
 
+.PHONY: bench-distribution
+bench-distribution: envtest-assets build ## Push one RevocationList change to 1000 and 10000 subscribed sidecars; 100k revocations (BENCH_SUBSCRIBERS=...).
+	hack/bench-distribution.sh
+
 .PHONY: bench-proxy
 bench-proxy: build ## Loopback load test: sidecar vs a plain Go proxy, oauth2-proxy and HAProxy jwt_verify (SIDECAR_BEFORE_REV=<commit> adds another sidecar build).
 	hack/bench-proxy.sh
