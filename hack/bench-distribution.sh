@@ -38,17 +38,8 @@ mkdir -p "$work"
 # Every subscriber holds a connection, in this shell's children and in the manager.
 ulimit -n "$(ulimit -Hn)"
 
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SAY_TO_STDERR=1
+. hack/lib.sh
 
 for b in "$manager" bin/sidecar; do
   [ -x "$b" ] || { echo "$b is missing: run make build (make bench-distribution does)" >&2; exit 1; }
@@ -75,7 +66,7 @@ for n in $sizes; do
   say "[n=$n] Starting a fresh local control plane (logs in ${dir#"$root"/}/localcluster.log)"
   "$work/localcluster" --write-kubeconfig "$KUBECONFIG" > "$dir/localcluster.log" 2>&1 &
   lcpid=$!
-  pids+=("$lcpid")
+  track "$lcpid"
   for _ in $(seq 240); do [ -s "$KUBECONFIG" ] && break; sleep 0.5; done
   [ -s "$KUBECONFIG" ] || { cat "$dir/localcluster.log" >&2; echo "control plane did not start" >&2; exit 1; }
   cluster_pids=$(pgrep -P "$lcpid" | paste -sd, || true)
@@ -90,7 +81,7 @@ for n in $sizes; do
     --metrics-bind-address="127.0.0.1:$metrics" --health-probe-bind-address="127.0.0.1:$probe" \
     --discovery-bind-address="127.0.0.1:$disc" ${BENCH_MANAGER_ARGS:-} > "$dir/manager.log" 2>&1 &
   mpid=$!
-  pids+=("$mpid")
+  track "$mpid"
   for _ in $(seq 120); do curl -fs "http://127.0.0.1:$probe/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
   curl -fs "http://127.0.0.1:$probe/readyz" >/dev/null || { tail -20 "$dir/manager.log" >&2; echo "manager did not become ready" >&2; exit 1; }
 
@@ -116,7 +107,7 @@ for n in $sizes; do
     if [ "$status" -ne 0 ]; then echo "The benchmark program failed (exit $status); its log: ${dir#"$root"/}/bench.log"; tail -5 "$dir/bench.log"; fi
   } >> "$work/summary.txt"
   say "[n=$n] Stopping the manager and the control plane"
-  cleanup
+  stop_tracked
 done
 say "Summary in ${work#"$root"/}/summary.txt"
 cat "$work/summary.txt"
