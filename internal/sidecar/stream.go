@@ -28,6 +28,12 @@ func (s *Sidecar) runDistribution(ctx context.Context) {
 // applySnapshot is the distribution client's Apply: it checks everything first, then
 // switches policy, keys and revocations together. An error leaves the state as it was.
 func (s *Sidecar) applySnapshot(snap *distribution.Snapshot) error {
+	err := s.switchToSnapshot(snap)
+	releaseAfterLargeLoad(len(snap.Revocations.Tokens) + len(snap.Revocations.Subjects))
+	return err
+}
+
+func (s *Sidecar) switchToSnapshot(snap *distribution.Snapshot) error {
 	tp := &tkv1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: snap.Namespace, Name: snap.Name}, Spec: snap.Policy}
 	p, err := s.checkPolicy(tp)
 	if err != nil {
