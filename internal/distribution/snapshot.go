@@ -153,9 +153,25 @@ func sortUnique[T any](in []T, key func(T) string) []T {
 	if len(in) == 0 {
 		return nil
 	}
-	out := slices.Clone(in)
-	slices.SortFunc(out, func(a, b T) int { return strings.Compare(key(a), key(b)) })
-	return slices.CompactFunc(out, func(a, b T) bool { return key(a) == key(b) })
+	// Each key is built once, not at every comparison (a fifth of a 100 000-entry rebuild
+	// went to building keys). The order is the keys' order, as every version has used:
+	// the digest a manager and a sidecar compute must agree.
+	keyed := make([]keyedEntry[T], len(in))
+	for i, e := range in {
+		keyed[i] = keyedEntry[T]{key(e), e}
+	}
+	slices.SortFunc(keyed, func(a, b keyedEntry[T]) int { return strings.Compare(a.key, b.key) })
+	keyed = slices.CompactFunc(keyed, func(a, b keyedEntry[T]) bool { return a.key == b.key })
+	out := make([]T, len(keyed))
+	for i := range keyed {
+		out[i] = keyed[i].entry
+	}
+	return out
+}
+
+type keyedEntry[T any] struct {
+	key   string
+	entry T
 }
 
 // Diff is the delta from base to next; both normalized.

@@ -49,6 +49,10 @@ func setupDistribution(mgr manager.Manager, cfg *rest.Config, o Options, tlsOpts
 		Name: "tokenkeeper_distribution_subscribers",
 		Help: "Sidecar long polls this replica holds open.",
 	}, func() float64 { return float64(h.Subscribers()) })
+	m.rebuilds = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tokenkeeper_distribution_rebuilds_total",
+		Help: "Namespace snapshot rebuilds after a change to an object a snapshot is built from.",
+	}, func() float64 { return float64(hub.Rebuilds()) })
 	if err := m.register(o.Registry); err != nil {
 		return err
 	}
@@ -126,6 +130,7 @@ func (f *hubFeeder) upsert(o any) {
 type distributionMetrics struct {
 	auth        *prometheus.CounterVec
 	subscribers prometheus.GaugeFunc
+	rebuilds    prometheus.CounterFunc
 }
 
 func newDistributionMetrics() *distributionMetrics {
@@ -140,7 +145,7 @@ func (m *distributionMetrics) observeAuth(result string, cached bool) {
 }
 
 func (m *distributionMetrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.auth, m.subscribers} {
+	for _, c := range []prometheus.Collector{m.auth, m.subscribers, m.rebuilds} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("registering distribution metrics: %w", err)
 		}

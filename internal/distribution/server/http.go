@@ -23,9 +23,10 @@ type Limits struct {
 	MaxRequestURIBytes int
 }
 
-// DefaultLimits suit 10 000 sidecars per replica.
+// DefaultLimits suit 10 000 sidecars per replica, all of one namespace if need be (one
+// large Deployment); no namespace can take more than half of a replica's polls.
 var DefaultLimits = Limits{
-	MaxSubscribers: 20000, MaxPerNamespace: 5000,
+	MaxSubscribers: 20000, MaxPerNamespace: 10000,
 	DefaultHold: 30 * time.Second, MaxHold: 60 * time.Second,
 	WriteTimeout: 10 * time.Second, MaxRequestURIBytes: 1024,
 }

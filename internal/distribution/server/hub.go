@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -41,6 +42,7 @@ type Hub struct {
 	dirty   map[string]bool      // namespaces to rebuild
 	wake    chan struct{}        // buffered 1: the builder has work
 	entries map[types.NamespacedName]*entry
+	builds  atomic.Int64 // namespace rebuilds, for metrics and tests
 }
 
 type nsInputs struct {
@@ -126,12 +128,39 @@ func (h *Hub) record(obj object, deleted bool) {
 		setOrDelete(ns.lists, name, o, deleted)
 	case *corev1.ConfigMap:
 		setOrDelete(ns.configMaps, name, o, deleted)
+		if !ns.read(o) {
+			// Kept for when a policy comes to read it, but no rebuild: the bundle the
+			// leader writes after every change would otherwise rebuild the namespace
+			// a second time, for the same content.
+			return
+		}
 	}
 	h.dirty[obj.GetNamespace()] = true
 	select {
 	case h.wake <- struct{}{}:
 	default:
 	}
+}
+
+// read reports whether a snapshot of the namespace is built from cm, as Build reads them:
+// the JWKS of a trusted SigningKey, or the bundle of a policy that trusts a jwksURI (its
+// remote keys are there).
+func (in *nsInputs) read(cm *corev1.ConfigMap) bool {
+	for _, tp := range in.policies {
+		for _, src := range tp.Spec.TrustedKeys {
+			switch {
+			case src.SigningKeyRef != nil:
+				sk := &tkv1.SigningKey{}
+				sk.Name = src.SigningKeyRef.Name
+				if sk.JWKSConfigMapName() == cm.Name {
+					return true
+				}
+			case src.JWKSURI != "" && tp.BundleConfigMapName() == cm.Name:
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func setOrDelete[T any](m map[string]T, name string, v T, deleted bool) {
@@ -207,7 +236,11 @@ func (in *nsInputs) clone() nsInputs {
 	return out
 }
 
+// Rebuilds is how many times a namespace's snapshots were rebuilt.
+func (h *Hub) Rebuilds() int64 { return h.builds.Load() }
+
 func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
+	h.builds.Add(1)
 	next := map[types.NamespacedName]*built{}
 	for name, tp := range in.policies {
 		key := types.NamespacedName{Namespace: ns, Name: name}
@@ -217,6 +250,9 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 			// (a bad JWKS) must not take revocations away from its sidecars.
 			h.log.Error("Failed to build a snapshot; kept the last one", "tokenPolicy", key.String(), "err", err)
 			continue
+		}
+		if h.holds(key, snap.Token.Digest) {
+			continue // same content: nothing to encode, nobody to wake
 		}
 		snap.Token.Version = version
 		b, err := encode(snap)
@@ -253,6 +289,14 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 		e.changed = make(chan struct{})
 		h.log.Debug("Built a snapshot", "tokenPolicy", key.String(), "version", b.snap.Token.String())
 	}
+}
+
+// holds reports whether key's current snapshot has digest.
+func (h *Hub) holds(key types.NamespacedName, digest string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.entries[key]
+	return e != nil && e.cur != nil && e.cur.snap.Token.Digest == digest
 }
 
 // current returns a policy's snapshot and a channel closed when it changes. ok is false

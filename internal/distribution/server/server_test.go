@@ -329,3 +329,39 @@ func TestTheServerServesNothingBeforeItsCachesSynced(t *testing.T) {
 		t.Fatalf("before sync: %d, want 503", status)
 	}
 }
+
+// Only the ConfigMaps a snapshot is built from rebuild their namespace: the bundle the
+// leader writes after each change (for a policy without remote keys) does not, and a
+// trusted SigningKey's JWKS does.
+func TestOnlyConfigMapsASnapshotReadsRebuildIt(t *testing.T) {
+	k := newKey(t)
+	h := NewHub(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	feed(h, policyObj("1"), jwksCM(t, "2", publicJWK(t, k)), revList("3"))
+	h.MarkSynced()
+	base := h.Rebuilds()
+	bundle := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api-bundle", ResourceVersion: "4"}}
+	h.Upsert(bundle)
+	h.Upsert(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated", ResourceVersion: "5"}})
+	h.rebuildDirty()
+	if got := h.Rebuilds() - base; got != 0 {
+		t.Errorf("ConfigMaps no snapshot reads caused %d rebuilds", got)
+	}
+	h.Upsert(jwksCM(t, "6", publicJWK(t, k), publicJWK(t, newKey(t))))
+	h.rebuildDirty()
+	if got := h.Rebuilds() - base; got != 1 {
+		t.Errorf("the trusted JWKS changing caused %d rebuilds, want 1", got)
+	}
+	// A policy that trusts a jwksURI reads its bundle (the remote keys the leader fetched).
+	remote := policyObj("7")
+	remote.Spec.TrustedKeys = append(remote.Spec.TrustedKeys, tkv1.TrustedKeySource{JWKSURI: "https://idp.example/jwks"})
+	h.Upsert(remote)
+	h.rebuildDirty()
+	before := h.Rebuilds()
+	bundle = bundle.DeepCopy()
+	bundle.ResourceVersion = "8"
+	h.Upsert(bundle)
+	h.rebuildDirty()
+	if got := h.Rebuilds() - before; got != 1 {
+		t.Errorf("the bundle of a policy with remote keys caused %d rebuilds, want 1", got)
+	}
+}
