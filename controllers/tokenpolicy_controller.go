@@ -294,7 +294,15 @@ const maxBundleBytes = 1<<20 - 32<<10
 func fitRevocations(merged *tkv1.RevocationList, budget int) ([]byte, string, error) {
 	// JSON, which is YAML too (policy.ParseRevocationList reads either): a list near 1 MiB
 	// renders in milliseconds as JSON, where the YAML round trips took seconds under -race.
-	render := func(rl *tkv1.RevocationList) ([]byte, error) { return json.Marshal(stripStatus(rl)) }
+	render := func(rl *tkv1.RevocationList) ([]byte, error) {
+		// Typed, in one pass: through a map (stripStatus) 100 000 entries cost three
+		// encodings and a tree of maps.
+		return json.Marshal(revocationsManifest{
+			APIVersion: tkv1.GroupVersion.String(), Kind: "RevocationList",
+			Metadata: manifestMeta{Name: rl.Name, Namespace: rl.Namespace, Annotations: rl.Annotations},
+			Spec:     rl.Spec,
+		})
+	}
 	out, err := render(merged)
 	if err != nil || len(out) <= budget {
 		return out, "", err
@@ -326,6 +334,21 @@ func fitRevocations(merged *tkv1.RevocationList, budget int) ([]byte, string, er
 	}
 	lo := n
 	return b, fmt.Sprintf("%d of %d token and subject revocations did not fit the bundle (1 MiB)", total-lo, total), nil
+}
+
+// revocationsManifest is a RevocationList as the bundle carries it: no status, no server
+// metadata.
+type revocationsManifest struct {
+	APIVersion string                  `json:"apiVersion"`
+	Kind       string                  `json:"kind"`
+	Metadata   manifestMeta            `json:"metadata"`
+	Spec       tkv1.RevocationListSpec `json:"spec"`
+}
+
+type manifestMeta struct {
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace,omitempty"`
 }
 
 // stripStatus renders a manifest without status and creation timestamp noise.
