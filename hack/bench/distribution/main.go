@@ -66,7 +66,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/yaml"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
 	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
@@ -128,6 +127,7 @@ func main() {
 		outDir      = flag.String("out", "bin/bench/distribution", "directory for the sidecar's files and result.json")
 		perNS       = flag.Int("per-namespace", server.DefaultLimits.MaxPerNamespace*4/5, "most subscribers per namespace (the server holds at most server.DefaultLimits.MaxPerNamespace polls of one namespace)")
 		verbose     = flag.Bool("v", false, "log every subscriber error")
+		shared      = flag.Bool("shared-resolve", false, "subscribers share the resolution of byte-identical answers from the start (as the large phase always does): each real sidecar resolves on its own CPU, so this charges the manager's machine for one resolve instead of N")
 	)
 	// controller-runtime (imported through the server package) registers -kubeconfig.
 	if flag.Lookup("kubeconfig") == nil {
@@ -147,6 +147,7 @@ func main() {
 	}
 	b := &bench{addr: *addr, metricsURL: *metricsURL, managerPID: *managerPID, verbose: *verbose,
 		pools: map[string]*x509.CertPool{}, cache: map[[32]byte]*future{}}
+	b.share.Store(*shared)
 	for _, f := range strings.Split(*clusterPIDs, ",") {
 		var pid int
 		if _, err := fmt.Sscan(strings.TrimSpace(f), &pid); err == nil {
@@ -800,7 +801,9 @@ func (b *bench) sidecarRSS(ctx context.Context, c runConfig, bundle map[string]s
 	for i := range c.largeJTIs {
 		rl.Spec.Tokens = append(rl.Spec.Tokens, tkv1.RevokedToken{JTI: largeJTI(i), ExpiresAt: exp})
 	}
-	revs, err := yaml.Marshal(rl)
+	// JSON, as the manager writes a bundle's revocations (policy.ParseRevocationList reads
+	// it without the YAML route's conversions).
+	revs, err := json.Marshal(rl)
 	if err != nil {
 		return nil, err
 	}
