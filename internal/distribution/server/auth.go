@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -29,6 +30,10 @@ const (
 	DefaultAuthFailureTTL = 10 * time.Second
 	// DefaultAuthCacheEntries bounds the review cache: a sidecar holds one token at a time.
 	DefaultAuthCacheEntries = 50000
+	// DefaultMaxReviews bounds the TokenReviews in flight: past it a client gets 503 and
+	// retries later, so tokens made to pass the precheck cannot pile up requests waiting
+	// for the API server (the review client is rate-limited).
+	DefaultMaxReviews = 64
 	// maxTokenBytes bounds what is hashed, parsed and sent to TokenReview.
 	maxTokenBytes = 8 << 10
 )
@@ -49,12 +54,14 @@ type Authenticator struct {
 	TTL        time.Duration
 	FailureTTL time.Duration
 	MaxEntries int
+	MaxReviews int // TokenReviews in flight; 0 means DefaultMaxReviews
 	// Observe, when set, is told each decision's result ("ok", "unauthenticated",
 	// "forbidden", "error") and whether it came from the cache.
 	Observe func(result string, cached bool)
 
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]decision
+	mu      sync.Mutex
+	cache   map[[sha256.Size]byte]decision
+	reviews atomic.Int64 // in flight
 }
 
 type decision struct {
@@ -63,6 +70,9 @@ type decision struct {
 	status    int // http.StatusOK or the refusal's
 	reason    string
 	until     time.Time
+	// prechecked: refused before any TokenReview (garbage, another audience, expired),
+	// logged at debug only, so a flood of junk cannot flood the log either.
+	prechecked bool
 }
 
 // Authorize implements Handler.Authorize.
@@ -86,7 +96,11 @@ func (a *Authenticator) Authorize(r *http.Request, namespace string) (int, strin
 	if d.status != http.StatusOK {
 		a.observe(result(d.status), cached)
 		if !cached {
-			a.logger().Info("Refused a distribution client", "status", d.status, "reason", d.reason, "user", d.user, "namespace", namespace)
+			level := slog.LevelInfo
+			if d.prechecked {
+				level = slog.LevelDebug
+			}
+			a.logger().Log(r.Context(), level, "Refused a distribution client", "status", d.status, "reason", d.reason, "user", d.user, "namespace", namespace)
 		}
 		return d.status, d.reason
 	}
@@ -113,16 +127,26 @@ func (a *Authenticator) review(ctx context.Context, token string, now time.Time)
 	refuse := func(status int, reason string) decision {
 		return decision{status: status, reason: reason, until: now.Add(a.failureTTL())}
 	}
+	precheck := func(reason string) decision {
+		d := refuse(http.StatusUnauthorized, reason)
+		d.prechecked = true
+		return d
+	}
 	claims, err := peekClaims(token)
 	switch {
 	case err != nil:
-		return refuse(http.StatusUnauthorized, "bearer token is not a JWT: "+err.Error())
+		return precheck("bearer token is not a JWT: " + err.Error())
 	case !claims.hasAudience(distribution.Audience):
-		return refuse(http.StatusUnauthorized, "bearer token is not for audience "+distribution.Audience)
+		return precheck("bearer token is not for audience " + distribution.Audience)
 	case claims.Exp != 0 && !now.Before(time.Unix(claims.Exp, 0)):
-		return refuse(http.StatusUnauthorized, "bearer token has expired")
+		return precheck("bearer token has expired")
+	}
+	if a.reviews.Add(1) > int64(orDefault(a.MaxReviews, DefaultMaxReviews)) {
+		a.reviews.Add(-1)
+		return decision{status: http.StatusServiceUnavailable, reason: "too many token reviews in flight; retry"}
 	}
 	st, err := a.Reviewer.Review(ctx, token, []string{distribution.Audience})
+	a.reviews.Add(-1)
 	if err != nil {
 		a.logger().Error("TokenReview failed; refusing the client for now", "err", err)
 		return decision{status: http.StatusServiceUnavailable, reason: "cannot review the token now; retry"}

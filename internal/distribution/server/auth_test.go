@@ -155,3 +155,42 @@ func TestServiceAccountNamespace(t *testing.T) {
 		}
 	}
 }
+
+// blockingReviewer holds every review until release is closed.
+type blockingReviewer struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingReviewer) Review(_ context.Context, _ string, aud []string) (authenticationv1.TokenReviewStatus, error) {
+	b.started <- struct{}{}
+	<-b.release
+	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: "system:serviceaccount:shop:api"}}, nil
+}
+
+// Tokens made to pass the precheck cannot pile up requests behind a slow API server: past
+// MaxReviews in flight a client gets 503 at once, and nothing of it is cached.
+func TestTokenReviewsInFlightAreBounded(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	rev := &blockingReviewer{started: make(chan struct{}, 4), release: make(chan struct{})}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }, MaxReviews: 2}
+	done := make(chan int, 2)
+	for i := range 2 {
+		tok := fakeJWT(t, distribution.Audience, now.Add(time.Duration(i+1)*time.Minute))
+		go func() { done <- authorize(a, tok, "shop") }()
+		<-rev.started
+	}
+	third := fakeJWT(t, distribution.Audience, now.Add(time.Hour))
+	if got := authorize(a, third, "shop"); got != http.StatusServiceUnavailable {
+		t.Errorf("a third review while two are in flight: status %d, want 503", got)
+	}
+	close(rev.release)
+	for range 2 {
+		if got := <-done; got != http.StatusOK {
+			t.Errorf("a review in flight ended %d", got)
+		}
+	}
+	if got := authorize(a, third, "shop"); got != http.StatusOK {
+		t.Errorf("the refused token once reviews are free: %d (a 503 must not be cached)", got)
+	}
+}

@@ -66,8 +66,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := types.NamespacedName{Namespace: parts[0], Name: parts[1]}
 	if h.Authorize != nil {
 		if status, reason := h.Authorize(r, key.Namespace); status != http.StatusOK {
-			if status == http.StatusUnauthorized {
+			switch status {
+			case http.StatusUnauthorized:
 				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenkeeper-distribution"`)
+			case http.StatusServiceUnavailable:
+				w.Header().Set("Retry-After", "1")
 			}
 			http.Error(w, reason, status)
 			return
