@@ -67,7 +67,7 @@ func sourceOf(src tkv1.TrustedKeySource) jwks.Source {
 // +kubebuilder:rbac:groups=tokenkeeper.dev,resources=tokenpolicies/status,verbs=get;patch
 
 // Reconcile renders one TokenPolicy's bundle.
-func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
 	tp := &tkv1.TokenPolicy{}
 	if err := r.Client.Get(ctx, req.NamespacedName, tp); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -81,29 +81,37 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	original := tp.DeepCopy()
 
-	res := r.resolve(ctx, tp)
+	// Status is written once, whatever happens below: every condition every time, Unknown
+	// when an input could not be read.
+	var inputsErr, writeErr error
+	var res resolution
+	var omitted string
+	defer func() {
+		setTokenPolicyStatus(tp, res, omitted, inputsErr, writeErr)
+		if equality.Semantic.DeepEqual(original.Status, tp.Status) {
+			return
+		}
+		if err := r.Client.Status().Patch(ctx, tp, client.MergeFrom(original)); err != nil && reterr == nil {
+			reterr = err
+		}
+	}()
+
+	res = r.resolve(ctx, tp)
 	lists, err := r.revocationLists(ctx, tp)
 	if err != nil {
-		return ctrl.Result{}, err
+		inputsErr = err
+		return ctrl.Result{}, inputsErr
 	}
 	ca, err := r.distributionCA(ctx)
 	if err != nil {
-		return ctrl.Result{}, err
+		inputsErr = fmt.Errorf("reading the distribution CA: %w", err)
+		return ctrl.Result{}, inputsErr
 	}
-	data, omitted, err := bundleData(tp, res.keys, lists, ca)
-	var writeErr error
+	data, omit, err := bundleData(tp, res.keys, lists, ca)
 	if err == nil {
-		writeErr = r.applyBundle(ctx, tp, data)
-	} else {
-		writeErr = err
+		err = r.applyBundle(ctx, tp, data)
 	}
-
-	setTokenPolicyStatus(tp, res, omitted, writeErr)
-	if !equality.Semantic.DeepEqual(original.Status, tp.Status) {
-		if err := r.Client.Status().Patch(ctx, tp, client.MergeFrom(original)); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
+	writeErr, omitted = err, omit
 	// Remote keys changing requeue through the Fetcher's events, not a timer.
 	return ctrl.Result{}, writeErr
 }
@@ -383,11 +391,17 @@ func (r *TokenPolicyReconciler) applyBundle(ctx context.Context, tp *tkv1.TokenP
 }
 
 // setTokenPolicyStatus sets every condition, every time.
-func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, omitted string, writeErr error) {
+// inputsErr is an input that could not be read (the reconcile failed before the bundle was
+// rendered); writeErr a bundle that could not be rendered or written. observedGeneration
+// follows every reconcile that succeeded, whether or not the policy is Ready.
+func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, omitted string, inputsErr, writeErr error) {
 	s := &tp.Status
 	gen := tp.Generation
 	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+	if inputsErr == nil && writeErr == nil {
+		s.ObservedGeneration = gen
 	}
 	s.BundleConfigMapName = tp.BundleConfigMapName()
 	s.KeyCount = int32(len(res.keys))
@@ -413,6 +427,8 @@ func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, omitted string, 
 		set(tkv1.ConditionKeySourcesSecure, metav1.ConditionTrue, tkv1.ReasonSecureKeySources, "Every key source is local or fetched over https")
 	}
 	switch {
+	case inputsErr != nil:
+		set(tkv1.ConditionRevocationsComplete, metav1.ConditionUnknown, tkv1.ReasonInputsUnreadable, inputsErr.Error())
 	case writeErr != nil:
 		set(tkv1.ConditionRevocationsComplete, metav1.ConditionUnknown, tkv1.ReasonNotGathered, "The bundle was not written")
 	case omitted != "":
@@ -422,13 +438,15 @@ func setTokenPolicyStatus(tp *tkv1.TokenPolicy, res resolution, omitted string, 
 		set(tkv1.ConditionRevocationsComplete, metav1.ConditionTrue, tkv1.ReasonRevocationsFit, "Every revocation fits the bundle")
 	}
 	switch {
+	case inputsErr != nil:
+		// The bundle in place (if any) still serves; whether it is current is unknown.
+		set(tkv1.ConditionReady, metav1.ConditionUnknown, tkv1.ReasonInputsUnreadable, inputsErr.Error())
 	case writeErr != nil:
 		set(tkv1.ConditionReady, metav1.ConditionFalse, tkv1.ReasonBundleWriteFailed, writeErr.Error())
 	case len(res.keys) == 0:
 		set(tkv1.ConditionReady, metav1.ConditionFalse, tkv1.ReasonNoKeys, "No key to verify with yet; sidecars stay unready")
 	default:
 		set(tkv1.ConditionReady, metav1.ConditionTrue, tkv1.ReasonBundleWritten, fmt.Sprintf("Bundle %s holds %d keys", tp.BundleConfigMapName(), len(res.keys)))
-		s.ObservedGeneration = gen
 	}
 }
 

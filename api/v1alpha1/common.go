@@ -44,6 +44,7 @@ const (
 	ReasonPublished           = "Published"
 	ReasonPending             = "Pending"
 	ReasonNotGathered         = "NotGathered"
+	ReasonInputsUnreadable    = "InputsUnreadable" // an input could not be read; the condition is Unknown
 	ReasonInvalidSpec         = "InvalidSpec"
 	ReasonIssuerOwner         = "IssuerOwner"
 	ReasonIssuerConflict      = "IssuerConflict"
