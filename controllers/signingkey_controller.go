@@ -169,10 +169,13 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	// Only now is the publication real; record it so activation counts from here.
 	marked, changed := keys.MarkPublished(ring.Records, now)
 	if changed || len(departing) > 0 {
+		published := ring // what the ConfigMap publishes; the Secret holds all of it
 		ring.Records = marked
 		if _, err := r.applySecret(ctx, sk, nil, rv, ring); apierrors.IsConflict(err) {
 			// Someone wrote in between: the next pass finishes, recording publication later,
-			// which can only delay an activation.
+			// which can only delay an activation. Status shows the keys that exist now,
+			// never an empty ring.
+			st.ring, st.next = published, keys.NextTransition(published.Records, in.policy, now)
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		} else if err != nil {
 			return ctrl.Result{}, &failure{tkv1.ReasonSecretWriteFailed, err}
