@@ -7,11 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -34,6 +34,8 @@ const (
 	// retries later, so tokens made to pass the precheck cannot pile up requests waiting
 	// for the API server (the review client is rate-limited).
 	DefaultMaxReviews = 64
+	// DefaultMaxReviewsPerClient: a sidecar needs one review at a time.
+	DefaultMaxReviewsPerClient = 4
 	// maxTokenBytes bounds what is hashed, parsed and sent to TokenReview.
 	maxTokenBytes = 8 << 10
 )
@@ -55,13 +57,18 @@ type Authenticator struct {
 	FailureTTL time.Duration
 	MaxEntries int
 	MaxReviews int // TokenReviews in flight; 0 means DefaultMaxReviews
+	// MaxReviewsPerClient bounds them per client address; 0 means DefaultMaxReviewsPerClient.
+	MaxReviewsPerClient int
 	// Observe, when set, is told each decision's result ("ok", "unauthenticated",
 	// "forbidden", "error") and whether it came from the cache.
 	Observe func(result string, cached bool)
 
-	mu      sync.Mutex
-	cache   map[[sha256.Size]byte]decision
-	reviews atomic.Int64 // in flight
+	mu sync.Mutex
+	// Successes and refusals are kept apart, each bounded: refusals (which anyone can
+	// make by the thousand with forged tokens) can never evict a sidecar's success.
+	ok, refused map[[sha256.Size]byte]decision
+	reviews     int            // in flight, under mu
+	perClient   map[string]int // in flight by client address, under mu
 }
 
 type decision struct {
@@ -86,12 +93,14 @@ func (a *Authenticator) Authorize(r *http.Request, namespace string) (int, strin
 	key := sha256.Sum256([]byte(token))
 	d, cached := a.lookup(key, now)
 	if !cached {
-		d = a.review(r.Context(), token, now)
+		d = a.review(r.Context(), token, clientHost(r), now)
 		if d.status == http.StatusServiceUnavailable {
 			a.observe("error", false)
 			return d.status, d.reason
 		}
-		a.store(key, d, now)
+		if !d.prechecked { // free to decide again: junk must not evict anything
+			a.store(key, d, now)
+		}
 	}
 	if d.status != http.StatusOK {
 		a.observe(result(d.status), cached)
@@ -106,7 +115,9 @@ func (a *Authenticator) Authorize(r *http.Request, namespace string) (int, strin
 	}
 	if d.namespace != namespace {
 		a.observe("forbidden", cached)
-		a.logger().Info("Refused a distribution client another namespace's policy", "user", d.user, "namespace", namespace)
+		if !cached {
+			a.logger().Info("Refused a distribution client another namespace's policy", "user", d.user, "namespace", namespace)
+		}
 		return http.StatusForbidden, fmt.Sprintf("%s may read the policies of namespace %s only, not %s", d.user, d.namespace, namespace)
 	}
 	a.observe("ok", cached)
@@ -123,7 +134,7 @@ func result(status int) string {
 // review decides about a token not in the cache. A token that cannot be a projected
 // token of the distribution audience is refused without asking the API server, so a flood
 // of garbage costs no TokenReviews; everything else is decided by TokenReview alone.
-func (a *Authenticator) review(ctx context.Context, token string, now time.Time) decision {
+func (a *Authenticator) review(ctx context.Context, token, client string, now time.Time) decision {
 	refuse := func(status int, reason string) decision {
 		return decision{status: status, reason: reason, until: now.Add(a.failureTTL())}
 	}
@@ -141,12 +152,11 @@ func (a *Authenticator) review(ctx context.Context, token string, now time.Time)
 	case claims.Exp != 0 && !now.Before(time.Unix(claims.Exp, 0)):
 		return precheck("bearer token has expired")
 	}
-	if a.reviews.Add(1) > int64(orDefault(a.MaxReviews, DefaultMaxReviews)) {
-		a.reviews.Add(-1)
+	if !a.acquireReview(client) {
 		return decision{status: http.StatusServiceUnavailable, reason: "too many token reviews in flight; retry"}
 	}
 	st, err := a.Reviewer.Review(ctx, token, []string{distribution.Audience})
-	a.reviews.Add(-1)
+	a.releaseReview(client)
 	if err != nil {
 		a.logger().Error("TokenReview failed; refusing the client for now", "err", err)
 		return decision{status: http.StatusServiceUnavailable, reason: "cannot review the token now; retry"}
@@ -162,7 +172,7 @@ func (a *Authenticator) review(ctx context.Context, token string, now time.Time)
 		return refuse(http.StatusUnauthorized, "token is not valid for audience "+distribution.Audience)
 	}
 	ns, ok := serviceAccountNamespace(st.User.Username)
-	if !ok {
+	if !ok || !slices.Contains(st.User.Groups, "system:serviceaccounts") {
 		d := refuse(http.StatusForbidden, fmt.Sprintf("%s is not a service account", st.User.Username))
 		d.user = st.User.Username
 		return d
@@ -190,7 +200,10 @@ func serviceAccountNamespace(user string) (string, bool) {
 func (a *Authenticator) lookup(key [sha256.Size]byte, now time.Time) (decision, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	d, ok := a.cache[key]
+	d, ok := a.ok[key]
+	if !ok {
+		d, ok = a.refused[key]
+	}
 	if !ok || !now.Before(d.until) {
 		return decision{}, false
 	}
@@ -200,25 +213,64 @@ func (a *Authenticator) lookup(key [sha256.Size]byte, now time.Time) (decision, 
 func (a *Authenticator) store(key [sha256.Size]byte, d decision, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.cache == nil {
-		a.cache = map[[sha256.Size]byte]decision{}
+	if a.ok == nil {
+		a.ok, a.refused = map[[sha256.Size]byte]decision{}, map[[sha256.Size]byte]decision{}
 	}
-	if len(a.cache) >= a.maxEntries() {
-		for k, e := range a.cache {
+	m, limit := a.ok, a.maxEntries()
+	if d.status != http.StatusOK {
+		m, limit = a.refused, max(1, limit/10)
+	}
+	if len(m) >= limit {
+		for k, e := range m {
 			if !now.Before(e.until) {
-				delete(a.cache, k)
+				delete(m, k)
 			}
 		}
-		// Still full of live entries: drop arbitrary ones (map order); those sidecars
-		// are reviewed again at their next poll, nothing worse.
-		for k := range a.cache {
-			if len(a.cache) < a.maxEntries() {
+		// Still full of live entries: drop arbitrary ones (map order); those clients are
+		// reviewed again at their next poll, nothing worse.
+		for k := range m {
+			if len(m) < limit {
 				break
 			}
-			delete(a.cache, k)
+			delete(m, k)
 		}
 	}
-	a.cache[key] = d
+	m[key] = d
+}
+
+// acquireReview takes a TokenReview slot: at most MaxReviews in flight, and at most
+// MaxReviewsPerClient for one client address, so one pod forging tokens that pass the
+// precheck cannot take the slots other sidecars need.
+func (a *Authenticator) acquireReview(client string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.reviews >= orDefault(a.MaxReviews, DefaultMaxReviews) || a.perClient[client] >= orDefault(a.MaxReviewsPerClient, DefaultMaxReviewsPerClient) {
+		return false
+	}
+	if a.perClient == nil {
+		a.perClient = map[string]int{}
+	}
+	a.reviews++
+	a.perClient[client]++
+	return true
+}
+
+func (a *Authenticator) releaseReview(client string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reviews--
+	if a.perClient[client]--; a.perClient[client] <= 0 {
+		delete(a.perClient, client)
+	}
+}
+
+// clientHost is the address a request came from (a pod IP in a cluster).
+func clientHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func bearer(h string) (string, bool) {

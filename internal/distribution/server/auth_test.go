@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +35,11 @@ func (f *fakeReviewer) Review(_ context.Context, token string, aud []string) (au
 	if !ok {
 		return authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}, nil
 	}
-	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: u}}, nil
+	groups := []string{"system:authenticated"}
+	if strings.HasPrefix(u, "system:serviceaccount:") {
+		groups = append(groups, "system:serviceaccounts")
+	}
+	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: u, Groups: groups}}, nil
 }
 
 func fakeJWT(t *testing.T, aud any, exp time.Time) string {
@@ -135,7 +141,7 @@ func TestAuthenticatorCacheIsBounded(t *testing.T) {
 			t.Fatalf("token %d: status %d", i, got)
 		}
 	}
-	if n := len(a.cache); n > 10 {
+	if n := len(a.ok); n > 10 {
 		t.Errorf("cache holds %d entries, bound 10", n)
 	}
 }
@@ -165,7 +171,7 @@ type blockingReviewer struct {
 func (b *blockingReviewer) Review(_ context.Context, _ string, aud []string) (authenticationv1.TokenReviewStatus, error) {
 	b.started <- struct{}{}
 	<-b.release
-	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: "system:serviceaccount:shop:api"}}, nil
+	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: "system:serviceaccount:shop:api", Groups: []string{"system:serviceaccounts"}}}, nil
 }
 
 // Tokens made to pass the precheck cannot pile up requests behind a slow API server: past
@@ -173,7 +179,7 @@ func (b *blockingReviewer) Review(_ context.Context, _ string, aud []string) (au
 func TestTokenReviewsInFlightAreBounded(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	rev := &blockingReviewer{started: make(chan struct{}, 4), release: make(chan struct{})}
-	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }, MaxReviews: 2}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }, MaxReviews: 2, MaxReviewsPerClient: 8}
 	done := make(chan int, 2)
 	for i := range 2 {
 		tok := fakeJWT(t, distribution.Audience, now.Add(time.Duration(i+1)*time.Minute))
@@ -193,4 +199,77 @@ func TestTokenReviewsInFlightAreBounded(t *testing.T) {
 	if got := authorize(a, third, "shop"); got != http.StatusOK {
 		t.Errorf("the refused token once reviews are free: %d (a 503 must not be cached)", got)
 	}
+}
+
+// Forged tokens that pass the precheck cost a TokenReview each, but their refusals live
+// apart from the successes: a flood of them never evicts a sidecar's cached review. Junk
+// the precheck refuses is not cached at all.
+func TestRefusalsCannotEvictASuccess(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	good := fakeJWT(t, distribution.Audience, now.Add(4*time.Minute))
+	rev := &fakeReviewer{users: map[string]string{good: "system:serviceaccount:shop:api"}}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }, MaxEntries: 10}
+	if got := authorize(a, good, "shop"); got != http.StatusOK {
+		t.Fatalf("status %d", got)
+	}
+	for i := range 1000 {
+		if got := authorize(a, fakeJWT(t, distribution.Audience, now.Add(time.Duration(i+10)*time.Minute)), "shop"); got != http.StatusUnauthorized {
+			t.Fatalf("forged token %d: %d", i, got)
+		}
+		_ = authorize(a, fmt.Sprintf("junk-%d", i), "shop")
+	}
+	before := rev.calls
+	if got := authorize(a, good, "shop"); got != http.StatusOK || rev.calls != before {
+		t.Errorf("after a flood of refusals the good token got %d with %d new reviews, want 200 from the cache", got, rev.calls-before)
+	}
+	if len(a.refused) > 1 {
+		t.Errorf("%d refusals cached, bound 1 (a tenth of MaxEntries)", len(a.refused))
+	}
+}
+
+// One client address holds at most MaxReviewsPerClient reviews in flight; others still get theirs.
+func TestOneClientCannotTakeEveryReviewSlot(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	rev := &blockingReviewer{started: make(chan struct{}, 4), release: make(chan struct{})}
+	a := &Authenticator{Reviewer: rev, Now: func() time.Time { return now }, MaxReviewsPerClient: 1}
+	from := func(addr, tok string) int {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = addr
+		r.Header.Set("Authorization", "Bearer "+tok)
+		status, _ := a.Authorize(r, "shop")
+		return status
+	}
+	done := make(chan int, 1)
+	go func() { done <- from("10.0.0.66:40000", fakeJWT(t, distribution.Audience, now.Add(time.Minute))) }()
+	<-rev.started
+	if got := from("10.0.0.66:40001", fakeJWT(t, distribution.Audience, now.Add(2*time.Minute))); got != http.StatusServiceUnavailable {
+		t.Errorf("a second review from the same pod: %d, want 503", got)
+	}
+	other := make(chan int, 1)
+	go func() { other <- from("10.0.0.7:40000", fakeJWT(t, distribution.Audience, now.Add(3*time.Minute))) }()
+	<-rev.started // another pod's review started despite the first pod's
+	close(rev.release)
+	if got := <-other; got != http.StatusOK {
+		t.Errorf("another pod: %d", got)
+	}
+	<-done
+}
+
+// A user named like a service account without the service accounts' group (another
+// authenticator's user) is not one.
+func TestAServiceAccountNeedsItsGroup(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tok := fakeJWT(t, distribution.Audience, now.Add(time.Hour))
+	a := &Authenticator{Reviewer: reviewerFunc(func(aud []string) authenticationv1.TokenReviewStatus {
+		return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: aud, User: authenticationv1.UserInfo{Username: "system:serviceaccount:shop:api", Groups: []string{"system:authenticated"}}}
+	}), Now: func() time.Time { return now }}
+	if got := authorize(a, tok, "shop"); got != http.StatusForbidden {
+		t.Errorf("status %d, want 403", got)
+	}
+}
+
+type reviewerFunc func(aud []string) authenticationv1.TokenReviewStatus
+
+func (f reviewerFunc) Review(_ context.Context, _ string, aud []string) (authenticationv1.TokenReviewStatus, error) {
+	return f(aud), nil
 }
