@@ -100,7 +100,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	for {
-		cur, hist, changed, ready := h.Hub.current(key)
+		cur, hist, changed, failing, ready := h.Hub.current(key)
 		switch {
 		case !ready:
 			w.Header().Set("Retry-After", "1")
@@ -110,7 +110,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no TokenPolicy "+key.String(), http.StatusNotFound)
 			return
 		case cur != nil && distribution.Accepts(&held, cur.snap.Token):
-			h.write(w, r, cur, hist, held)
+			h.write(w, r, cur, hist, held) // the last good one is still newer than the caller's
+			return
+		case failing != "":
+			// Not "nothing newer": the policy changed and this replica cannot render it,
+			// so the caller is not current (its maxStaleness counts on).
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "the policy's snapshot cannot be built: "+failing, http.StatusServiceUnavailable)
 			return
 		}
 		select {

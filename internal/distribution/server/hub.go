@@ -55,8 +55,12 @@ type nsInputs struct {
 type entry struct {
 	cur     *built
 	history []*built      // oldest first, cur last
-	changed chan struct{} // closed when cur is replaced or the policy goes
+	changed chan struct{} // closed when cur is replaced, the build starts or stops failing, or the policy goes
 	gone    bool          // the TokenPolicy was deleted
+	// failing is why the policy's latest inputs could not be built ("" when they could):
+	// cur is then older than what the policy says, and polls are told so (503) instead
+	// of "nothing newer".
+	failing string
 }
 
 // built is an encoded snapshot, shared by every subscriber that gets it.
@@ -242,16 +246,19 @@ func (h *Hub) Rebuilds() int64 { return h.builds.Load() }
 func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 	h.builds.Add(1)
 	next := map[types.NamespacedName]*built{}
+	failed := map[types.NamespacedName]string{}
 	for name, tp := range in.policies {
 		key := types.NamespacedName{Namespace: ns, Name: name}
 		snap, err := Build(tp, in.lists, in.configMaps)
 		if err != nil {
-			// Keep serving the last good snapshot: a policy that cannot be rendered now
-			// (a bad JWKS) must not take revocations away from its sidecars.
+			// Keep the last good snapshot: a policy that cannot be rendered now (a bad
+			// JWKS) must not take revocations away from its sidecars.
 			h.log.Error("Failed to build a snapshot; kept the last one", "tokenPolicy", key.String(), "err", err)
+			failed[key] = err.Error()
 			continue
 		}
 		if h.holds(key, snap.Token.Digest) {
+			h.setFailing(key, "")
 			continue // same content: nothing to encode, nobody to wake
 		}
 		snap.Token.Version = version
@@ -271,12 +278,16 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 			delete(h.entries, key)
 		}
 	}
+	for key, why := range failed {
+		h.setFailingLocked(key, why)
+	}
 	for key, b := range next {
 		e := h.entries[key]
 		if e == nil {
 			e = &entry{changed: make(chan struct{})}
 			h.entries[key] = e
 		}
+		e.failing = ""
 		if e.cur != nil && e.cur.snap.Token.Digest == b.snap.Token.Digest {
 			continue // same content: subscribers holding it have nothing to learn
 		}
@@ -291,6 +302,30 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 	}
 }
 
+// setFailing records whether key's build fails, waking its polls when that changes.
+func (h *Hub) setFailing(key types.NamespacedName, why string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.setFailingLocked(key, why)
+}
+
+func (h *Hub) setFailingLocked(key types.NamespacedName, why string) {
+	e := h.entries[key]
+	if e == nil {
+		if why == "" {
+			return
+		}
+		e = &entry{changed: make(chan struct{})}
+		h.entries[key] = e
+	}
+	if e.failing == why {
+		return
+	}
+	e.failing = why
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
 // holds reports whether key's current snapshot has digest.
 func (h *Hub) holds(key types.NamespacedName, digest string) bool {
 	h.mu.Lock()
@@ -299,19 +334,20 @@ func (h *Hub) holds(key types.NamespacedName, digest string) bool {
 	return e != nil && e.cur != nil && e.cur.snap.Token.Digest == digest
 }
 
-// current returns a policy's snapshot and a channel closed when it changes. ok is false
-// while the Hub has not synced (ready false) or the policy is unknown.
-func (h *Hub) current(key types.NamespacedName) (b *built, hist []*built, changed <-chan struct{}, ready bool) {
+// current returns a policy's snapshot, a channel closed when it changes, and why its
+// latest inputs could not be built. ready is false while the Hub has not synced; b and
+// changed are nil for an unknown policy.
+func (h *Hub) current(key types.NamespacedName) (b *built, hist []*built, changed <-chan struct{}, failing string, ready bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.synced {
-		return nil, nil, nil, false
+		return nil, nil, nil, "", false
 	}
 	e := h.entries[key]
 	if e == nil {
-		return nil, nil, nil, true
+		return nil, nil, nil, "", true
 	}
-	return e.cur, e.history, e.changed, true
+	return e.cur, e.history, e.changed, e.failing, true
 }
 
 func encode(s *distribution.Snapshot) (*built, error) {

@@ -365,3 +365,47 @@ func TestOnlyConfigMapsASnapshotReadsRebuildIt(t *testing.T) {
 		t.Errorf("the bundle of a policy with remote keys caused %d rebuilds, want 1", got)
 	}
 }
+
+// A policy whose latest inputs cannot be built (a corrupt JWKS) is not "nothing newer":
+// a poll holding the last good snapshot gets 503 with the reason, so the sidecar does not
+// count itself current, and it gets the next good snapshot once the inputs are fixed.
+func TestAPolicyThatCannotBeBuiltIsNotReportedCurrent(t *testing.T) {
+	k := newKey(t)
+	r := newReplica(t, fastLimits())
+	feed(r.hub, policyObj("1"), jwksCM(t, "2", publicJWK(t, k)), revList("3"))
+	r.hub.MarkSynced()
+	_, first := poll(t, r.srv.URL, nil)
+	if status, _ := poll(t, r.srv.URL, first); status != http.StatusNotModified {
+		t.Fatalf("an unchanged policy: %d, want 304", status)
+	}
+	bad := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sk-jwks", ResourceVersion: "4"}, Data: map[string]string{"jwks.json": "{not json"}}
+	feed(r.hub, bad)
+	var status int
+	var body string
+	for range 50 {
+		resp, err := http.Get(r.srv.URL + distribution.Path + ns + "/api?version=" + first.Token.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		status, body = resp.StatusCode, string(b)
+		if status != http.StatusNotModified {
+			break
+		}
+	}
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "cannot be built") {
+		t.Fatalf("a corrupt JWKS: %d %q, want 503 saying the snapshot cannot be built", status, body)
+	}
+	feed(r.hub, jwksCM(t, "5", publicJWK(t, k), publicJWK(t, newKey(t))))
+	var next *distribution.Snapshot
+	for range 50 {
+		if status, next = poll(t, r.srv.URL, first); status == http.StatusOK {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if next == nil || !distribution.Accepts(&first.Token, next.Token) {
+		t.Fatalf("after the fix: %d", status)
+	}
+}
