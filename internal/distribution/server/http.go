@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/sha256"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 type Limits struct {
 	MaxSubscribers     int           // long polls held at once, in total
 	MaxPerNamespace    int           // long polls held at once per namespace
+	MaxPerToken        int           // long polls held at once with one bearer token (a sidecar holds one)
 	DefaultHold        time.Duration // how long a poll is held when nothing changes
 	MaxHold            time.Duration // the most a client may ask for with ?timeout=
 	WriteTimeout       time.Duration // to write one answer: a subscriber that does not read is cut off
@@ -26,7 +28,7 @@ type Limits struct {
 // DefaultLimits suit 10 000 sidecars per replica, all of one namespace if need be (one
 // large Deployment); no namespace can take more than half of a replica's polls.
 var DefaultLimits = Limits{
-	MaxSubscribers: 20000, MaxPerNamespace: 10000,
+	MaxSubscribers: 20000, MaxPerNamespace: 10000, MaxPerToken: 4,
 	DefaultHold: 30 * time.Second, MaxHold: 60 * time.Second,
 	WriteTimeout: 10 * time.Second, MaxRequestURIBytes: 1024,
 }
@@ -39,9 +41,10 @@ type Handler struct {
 	Authorize func(r *http.Request, namespace string) (status int, reason string)
 	Limits    Limits
 
-	total atomic.Int64
-	mu    sync.Mutex
-	perNS map[string]int
+	total    atomic.Int64
+	mu       sync.Mutex
+	perNS    map[string]int
+	perToken map[[sha256.Size]byte]int
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -90,12 +93,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		hold = min(time.Duration(secs)*time.Second, lim.MaxHold)
 	}
-	if !h.acquire(key.Namespace) {
+	// Keyed by the credential, so one token (one sidecar) cannot hold a namespace's share.
+	tok := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+	if !h.acquire(key.Namespace, tok) {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many subscribers", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.release(key.Namespace)
+	defer h.release(key.Namespace, tok)
 
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
@@ -158,7 +163,7 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, cur *built, hist
 // Subscribers is how many polls are held open now.
 func (h *Handler) Subscribers() int64 { return h.total.Load() }
 
-func (h *Handler) acquire(ns string) bool {
+func (h *Handler) acquire(ns string, tok [sha256.Size]byte) bool {
 	if h.total.Add(1) > int64(h.Limits.MaxSubscribers) {
 		h.total.Add(-1)
 		return false
@@ -166,21 +171,25 @@ func (h *Handler) acquire(ns string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.perNS == nil {
-		h.perNS = map[string]int{}
+		h.perNS, h.perToken = map[string]int{}, map[[sha256.Size]byte]int{}
 	}
-	if h.perNS[ns] >= h.Limits.MaxPerNamespace {
+	if h.perNS[ns] >= h.Limits.MaxPerNamespace || (h.Limits.MaxPerToken > 0 && h.perToken[tok] >= h.Limits.MaxPerToken) {
 		h.total.Add(-1)
 		return false
 	}
 	h.perNS[ns]++
+	h.perToken[tok]++
 	return true
 }
 
-func (h *Handler) release(ns string) {
+func (h *Handler) release(ns string, tok [sha256.Size]byte) {
 	h.total.Add(-1)
 	h.mu.Lock()
 	if h.perNS[ns]--; h.perNS[ns] <= 0 {
 		delete(h.perNS, ns)
+	}
+	if h.perToken[tok]--; h.perToken[tok] <= 0 {
+		delete(h.perToken, tok)
 	}
 	h.mu.Unlock()
 }

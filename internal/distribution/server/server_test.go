@@ -409,3 +409,41 @@ func TestAPolicyThatCannotBeBuiltIsNotReportedCurrent(t *testing.T) {
 		t.Fatalf("after the fix: %d", status)
 	}
 }
+
+// One bearer token holds at most MaxPerToken polls: a tenant's single credential cannot
+// take its namespace's share of the replica; another token still gets its poll.
+func TestOneTokenHoldsAFewPollsOnly(t *testing.T) {
+	k := newKey(t)
+	lim := fastLimits()
+	lim.MaxPerToken, lim.DefaultHold, lim.MaxHold = 2, 2*time.Second, 2*time.Second
+	r := newReplica(t, lim)
+	feed(r.hub, policyObj("1"), jwksCM(t, "2", publicJWK(t, k)), revList("3"))
+	r.hub.MarkSynced()
+	_, first := poll(t, r.srv.URL, nil)
+	get := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, r.srv.URL+distribution.Path+ns+"/api?version="+first.Token.String(), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	held := make(chan int, 2)
+	for range 2 {
+		go func() { held <- get("one") }()
+	}
+	time.Sleep(300 * time.Millisecond) // both polls are held
+	if got := get("one"); got != http.StatusServiceUnavailable {
+		t.Errorf("a third poll with the same token: %d, want 503", got)
+	}
+	if got := get("two"); got != http.StatusNotModified {
+		t.Errorf("another token: %d, want its poll held until 304", got)
+	}
+	for range 2 {
+		if got := <-held; got != http.StatusNotModified {
+			t.Errorf("a held poll ended %d", got)
+		}
+	}
+}
