@@ -99,8 +99,8 @@ func ServingValid(ca, serving Pair, hosts []string, now time.Time) bool {
 	if err != nil || !now.Before(RenewAt(cert)) {
 		return false
 	}
-	if _, err := parseKey(serving.Key); err != nil {
-		return false
+	if key, err := parseKey(serving.Key); err != nil || !key.PublicKey.Equal(cert.PublicKey) {
+		return false // a key that is not the certificate's fails every handshake
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)

@@ -139,6 +139,10 @@ func TestPlanReplacesWhatItCannotUseAndSaysSo(t *testing.T) {
 		{"a garbage previous CA", func(d map[string][]byte) { d[EntryCAPrevious] = []byte("x") }, planHosts, "ca-previous.crt", nil, true},
 		{"a garbage serving certificate", func(d map[string][]byte) { d[EntryCert] = []byte("x") }, planHosts, "tls.crt", []string{"issued a serving certificate"}, true},
 		{"a new host", func(map[string][]byte) {}, append([]string{"new.svc"}, planHosts...), "", []string{"issued a serving certificate"}, true},
+		{"a serving key that is not the certificate's", func(d map[string][]byte) {
+			s, _ := NewServing(Pair{Cert: d[EntryCA], Key: d[EntryCAKey]}, planHosts, t0)
+			d[EntryKey] = s.Key
+		}, planHosts, "", []string{"issued a serving certificate"}, true},
 		{"a serving certificate of another CA", func(d map[string][]byte) {
 			s, _ := NewServing(other, planHosts, t0)
 			d[EntryCert], d[EntryKey] = s.Cert, s.Key
