@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +198,30 @@ func TestDistributionPushesARevocationToAWaitingPoll(t *testing.T) {
 		t.Errorf("pushed revocations: %+v", next.Revocations)
 	}
 	t.Logf("RevocationList created -> pushed snapshot received: %v", a.at.Sub(written).Round(time.Millisecond))
+
+	// The bundle records its floor: a sidecar starting from it takes no snapshot below the
+	// RevocationList it was rendered from.
+	rl := &tkv1.RevocationList{}
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "leaks"}, rl); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the bundle's floor covering the RevocationList", func() error {
+		data, err := bundle(e.ns, "orders-api")
+		if err != nil {
+			return err
+		}
+		floor, err := distribution.ParseVersion(data[distribution.VersionKey])
+		if err != nil {
+			return err
+		}
+		if rv, _ := strconv.ParseUint(rl.ResourceVersion, 10, 64); floor[distribution.KindRevocationList] < rv {
+			return fmt.Errorf("floor %s below the RevocationList's resourceVersion %d", floor, rv)
+		}
+		if !next.Token.Version.Dominates(floor) {
+			return fmt.Errorf("the pushed snapshot %s does not dominate the bundle's floor %s", next.Token, floor)
+		}
+		return nil
+	})
 }
 
 // counterValue sums the counters of a metric whose labels include labels.

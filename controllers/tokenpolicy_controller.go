@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -288,7 +289,26 @@ func bundleData(tp *tkv1.TokenPolicy, keys []jose.JSONWebKey, lists []*tkv1.Revo
 	if len(ca) > 0 {
 		data[distribution.CAKey] = string(ca)
 	}
+	data[distribution.VersionKey] = bundleFloor(tp, lists).String()
 	return data, omitted, nil
+}
+
+// bundleFloor is how far the bundle's inputs had come: the policy's resourceVersion and the
+// highest of the RevocationLists'. A sidecar applies no snapshot below it, so a replica
+// whose caches lag behind this bundle cannot take back a revocation it carries. (Keys are
+// left at 0: a revoked kid is in the revocations.)
+func bundleFloor(tp *tkv1.TokenPolicy, lists []*tkv1.RevocationList) distribution.Version {
+	var v distribution.Version
+	v[distribution.KindTokenPolicy] = resourceVersion(tp)
+	for _, l := range lists {
+		v[distribution.KindRevocationList] = max(v[distribution.KindRevocationList], resourceVersion(l))
+	}
+	return v
+}
+
+func resourceVersion(obj client.Object) uint64 {
+	n, _ := strconv.ParseUint(obj.GetResourceVersion(), 10, 64)
+	return n
 }
 
 // maxBundleBytes is what the bundle's three files may take: a ConfigMap holds at most 1 MiB,

@@ -134,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 		return o, nil, errors.New("set --bundle-dir, or --policy-file (with --jwks-file and optionally --revocations-file)")
 	}
 	o.DistributionCAFile = *caFile
+	if *bundleDir != "" {
+		o.DistributionFloorFile = filepath.Join(*bundleDir, distribution.VersionKey)
+	}
 	if o.DistributionCAFile == "" && *bundleDir != "" {
 		o.DistributionCAFile = filepath.Join(*bundleDir, distribution.CAKey)
 	}

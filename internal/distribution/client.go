@@ -76,6 +76,11 @@ type ClientConfig struct {
 	Now func() time.Time
 	// Logger; nil discards logs.
 	Logger *slog.Logger
+	// Floor is how far the inputs of the bundle the sidecar started from had come
+	// (distribution.VersionKey): before it holds a snapshot the client asks from there
+	// and applies only a snapshot that dominates it, so a replica that lags behind the
+	// bundle cannot take back a revocation the bundle already enforced.
+	Floor Version
 }
 
 // ClientStats are a Client's counters, for metrics.
@@ -278,7 +283,11 @@ func (c *Client) askToken() string {
 		base = c.refused
 	}
 	if base == nil {
-		return ""
+		if c.cfg.Floor == (Version{}) {
+			return ""
+		}
+		// No snapshot yet: ask from the bundle's floor, with a digest no server holds.
+		return Token{Version: c.cfg.Floor, Digest: zeroDigestForcing}.String()
 	}
 	if c.wantFull {
 		return Token{Version: base.Version, Digest: zeroDigestForcing}.String()
@@ -412,6 +421,12 @@ func (c *Client) handle(resp *http.Response) error {
 		c.version.Store(&held.Token)
 		c.heard()
 		return nil
+	}
+	if c.held == nil && !snap.Token.Version.Dominates(c.cfg.Floor) {
+		// Older than the bundle in force: a replica that lags. Keep enforcing the bundle.
+		c.log.Debug("Kept the bundle; the server sent a snapshot older than it",
+			"floor", c.cfg.Floor.String(), "sent", snap.Token.String())
+		return errNotNewer
 	}
 	if !Accepts(heldPtr(c.held), snap.Token) {
 		// Not newer (asked for a full snapshot, or a server behind the one this came

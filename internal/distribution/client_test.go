@@ -453,3 +453,32 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A sidecar restarting from a bundle that already carries a revocation must not apply an
+// older snapshot from a replica that lags behind that bundle: before it holds a snapshot
+// it asks from the bundle's floor, and refuses one below it even from a server that
+// ignores the version. Once the replica catches up, its snapshot is applied.
+func TestAClientNeverAppliesASnapshotOlderThanItsBundle(t *testing.T) {
+	key := publicKey(t)
+	lagging := replica(t, key, "12") // has not seen RevocationList version 20 yet
+	svc := disttest.NewService(t, lagging)
+	floor := distribution.Version{10, 20, 0} // the bundle was rendered from the list at 20
+	sub := subscribe(t, svc, func(c *distribution.ClientConfig) { c.Floor = floor })
+	disttest.Eventually(t, "a poll from the floor", func() bool {
+		return slices.ContainsFunc(svc.Requests(), func(q disttest.Request) bool {
+			return strings.HasPrefix(q.Version, floor.String()+".")
+		})
+	})
+	svc.StripVersion(true) // a server that answers its older snapshot at once
+	disttest.Eventually(t, "the older snapshot sent", func() bool {
+		return slices.ContainsFunc(svc.Requests(), func(q disttest.Request) bool { return q.Status == 200 })
+	})
+	if st := sub.stats(); st.Applied != 0 {
+		t.Fatalf("applied a snapshot older than the bundle: %+v", st)
+	}
+	svc.StripVersion(false)
+	lagging.Feed(disttest.RevocationList(ns, "logout", "21", []string{"stolen"}))
+	if got := sub.waitApplied(1); !got.Token.Version.Dominates(floor) || len(got.Revocations.Tokens) != 1 {
+		t.Fatalf("after the replica caught up: %v at %s", jtis(got), got.Token)
+	}
+}

@@ -31,6 +31,12 @@
 // Kubernetes watch bookmarks and Envoy xDS version_info: the version says how far a stream
 // has come, and a client resumes from it.
 //
+// A sidecar that starts from its mounted bundle holds no snapshot yet, but the bundle
+// already enforces some state. The bundle records its floor (VersionKey: the resourceVersions
+// of the policy and the RevocationLists it was rendered from), and the client asks from
+// there and applies no snapshot below it, so a replica lagging behind the bundle cannot
+// take back a revocation the sidecar started with.
+//
 // # Deltas
 //
 // Revocation sets can hold hundreds of thousands of entries. A server keeps the last few

@@ -21,6 +21,28 @@ const Audience = "tokenkeeper.dev/distribution"
 // CAKey is the key of the policy bundle ConfigMap holding the distribution server's CA.
 const CAKey = "distribution-ca.crt"
 
+// VersionKey is the key of the policy bundle ConfigMap holding the floor of its content: per
+// input kind, the highest resourceVersion among the objects it was rendered from
+// (Version.String()). A snapshot that dominates it has seen every one of them.
+const VersionKey = "distribution-version"
+
+// ParseVersion reads a Version.String().
+func ParseVersion(s string) (Version, error) {
+	var v Version
+	parts := strings.Split(strings.TrimSpace(s), ".")
+	if len(parts) != numKinds {
+		return v, fmt.Errorf("version %q: want %d numbers separated by dots", s, numKinds)
+	}
+	for i := range numKinds {
+		n, err := strconv.ParseUint(parts[i], 10, 64)
+		if err != nil {
+			return v, fmt.Errorf("version %q: component %d: %w", s, i, err)
+		}
+		v[i] = n
+	}
+	return v, nil
+}
+
 // Path is the prefix of a snapshot URL: Path + namespace + "/" + policy.
 const Path = "/v1/snapshots/"
 

@@ -168,6 +168,9 @@ type Options struct {
 	// server's certificate must chain to (re-read when it changes). Both are required
 	// with DistributionURL, and so are Namespace and PolicyName.
 	DistributionTokenFile, DistributionCAFile string
+	// DistributionFloorFile holds the bundle's distribution.VersionKey: the sidecar applies
+	// no snapshot older than the bundle it started from. Empty or absent: no floor.
+	DistributionFloorFile string
 	// Namespace is the TokenPolicy's namespace.
 	Namespace string
 	// DistributionFallback: after this long without word from the manager the sidecar

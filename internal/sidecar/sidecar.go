@@ -130,6 +130,7 @@ func New(opts Options) (*Sidecar, error) {
 			TokenFile: o.DistributionTokenFile, CAFile: o.DistributionCAFile,
 			Apply: s.applySnapshot, Heard: s.heardFromManager,
 			MaxBackoff: o.distributionMaxBackoff, Now: o.Now, Logger: o.Logger,
+			Floor: readFloor(o.DistributionFloorFile, o.Logger),
 		})
 		if err != nil {
 			s.cancel()
@@ -155,6 +156,24 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	s.pollFiles()
 	return s, nil
+}
+
+// readFloor reads the bundle's floor version, once, at start: the bundle loaded now is the
+// state no snapshot may take back. A missing or unreadable file means no floor (a bundle
+// from a manager that does not write one), logged.
+func readFloor(path string, log *slog.Logger) distribution.Version {
+	if path == "" {
+		return distribution.Version{}
+	}
+	data, err := readFile(path)
+	if err == nil {
+		var v distribution.Version
+		if v, err = distribution.ParseVersion(string(data)); err == nil {
+			return v
+		}
+	}
+	log.Warn("No floor version in the bundle; the first snapshot is taken as it comes", "file", path, "err", err)
+	return distribution.Version{}
 }
 
 // Ready reports whether the sidecar should receive traffic, and why not: Started, not
