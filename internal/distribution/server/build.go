@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +27,26 @@ import (
 // Only public keys can come out: each JWKS is parsed as public keys only and the result is
 // checked for private members again. Token has only its digest set.
 func Build(tp *tkv1.TokenPolicy, lists map[string]*tkv1.RevocationList, configMaps map[string]*corev1.ConfigMap) (*distribution.Snapshot, error) {
+	return buildWith(tp, mergedRevocations(tp, lists), configMaps)
+}
+
+// selection names the RevocationLists tp applies: policies with the same selection share
+// one merged set in a rebuild.
+func selection(tp *tkv1.TokenPolicy) string {
+	if len(tp.Spec.RevocationLists) == 0 {
+		return "*"
+	}
+	names := make([]string, 0, len(tp.Spec.RevocationLists))
+	for _, ref := range tp.Spec.RevocationLists {
+		names = append(names, ref.Name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, "/")
+}
+
+// mergedRevocations merges and normalizes the lists tp applies. The result is shared
+// between snapshots and never modified.
+func mergedRevocations(tp *tkv1.TokenPolicy, lists map[string]*tkv1.RevocationList) tkv1.RevocationListSpec {
 	var applied []*tkv1.RevocationList
 	if len(tp.Spec.RevocationLists) == 0 {
 		for _, l := range lists {
@@ -41,6 +62,10 @@ func Build(tp *tkv1.TokenPolicy, lists map[string]*tkv1.RevocationList, configMa
 	sort.Slice(applied, func(i, j int) bool { return applied[i].Name < applied[j].Name })
 	revs := policy.Merge(tp.Name, applied...).Spec
 	distribution.Normalize(&revs)
+	return revs
+}
+
+func buildWith(tp *tkv1.TokenPolicy, revs tkv1.RevocationListSpec, configMaps map[string]*corev1.ConfigMap) (*distribution.Snapshot, error) {
 	revoked := map[string]bool{}
 	for _, k := range revs.Keys {
 		revoked[k.KID] = true

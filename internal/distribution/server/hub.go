@@ -247,9 +247,16 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 	h.builds.Add(1)
 	next := map[types.NamespacedName]*built{}
 	failed := map[types.NamespacedName]string{}
+	merged := map[string]tkv1.RevocationListSpec{} // by selection: policies share a merge
 	for name, tp := range in.policies {
 		key := types.NamespacedName{Namespace: ns, Name: name}
-		snap, err := Build(tp, in.lists, in.configMaps)
+		sel := selection(tp)
+		revs, ok := merged[sel]
+		if !ok {
+			revs = mergedRevocations(tp, in.lists)
+			merged[sel] = revs
+		}
+		snap, err := buildWith(tp, revs, in.configMaps)
 		if err != nil {
 			// Keep the last good snapshot: a policy that cannot be rendered now (a bad
 			// JWKS) must not take revocations away from its sidecars.
@@ -290,6 +297,12 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 		e.failing = ""
 		if e.cur != nil && e.cur.snap.Token.Digest == b.snap.Token.Digest {
 			continue // same content: subscribers holding it have nothing to learn
+		}
+		if n := len(e.history); n > 0 && e.history[n-1] == e.cur {
+			// A past snapshot is only ever a delta's base: history keeps its content, not
+			// its encodings (a 100 000-entry set is 9 MB plain per snapshot). Polls that
+			// still hold the old one keep it alive until they have written it.
+			e.history[n-1] = &built{snap: e.cur.snap}
 		}
 		e.cur = b
 		e.history = append(e.history, b)

@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
 	"github.com/tokenkeeper/tokenkeeper/internal/distribution"
@@ -445,5 +446,31 @@ func TestOneTokenHoldsAFewPollsOnly(t *testing.T) {
 		if got := <-held; got != http.StatusNotModified {
 			t.Errorf("a held poll ended %d", got)
 		}
+	}
+}
+
+// A rebuild merges the revocations once for every policy of a namespace that applies the
+// same lists, and past snapshots keep their content for deltas but not their encodings:
+// a tenant with a large set and many policies costs one merge and one set of encodings.
+func TestPoliciesShareAMergeAndHistoryKeepsNoEncodings(t *testing.T) {
+	k := newKey(t)
+	h := NewHub(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	second := policyObj("2")
+	second.Name = "api2"
+	feed(h, policyObj("1"), second, jwksCM(t, "3", publicJWK(t, k)), revList("4", "a", "b"))
+	h.MarkSynced()
+	one := h.entries[types.NamespacedName{Namespace: ns, Name: "api"}].cur.snap
+	two := h.entries[types.NamespacedName{Namespace: ns, Name: "api2"}].cur.snap
+	if &one.Revocations.Tokens[0] != &two.Revocations.Tokens[0] {
+		t.Error("two policies applying the same lists merged them twice")
+	}
+	feed(h, revList("5", "a", "b", "c"))
+	h.rebuildDirty()
+	e := h.entries[types.NamespacedName{Namespace: ns, Name: "api"}]
+	if len(e.history) != 2 || e.history[1] != e.cur {
+		t.Fatalf("history %d entries", len(e.history))
+	}
+	if old := e.history[0]; old.full.plain != nil || old.full.gz != nil || old.snap == nil {
+		t.Errorf("a past snapshot kept its encodings (%d + %d bytes) or lost its content", len(old.full.plain), len(old.full.gz))
 	}
 }
