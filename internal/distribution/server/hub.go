@@ -264,10 +264,6 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 			failed[key] = err.Error()
 			continue
 		}
-		if h.holds(key, snap.Token.Digest) {
-			h.setFailing(key, "")
-			continue // same content: nothing to encode, nobody to wake
-		}
 		snap.Token.Version = version
 		b, err := encode(snap)
 		if err != nil {
@@ -294,9 +290,21 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 			e = &entry{changed: make(chan struct{})}
 			h.entries[key] = e
 		}
-		e.failing = ""
+		if e.failing != "" {
+			e.failing = ""
+			close(e.changed)
+			e.changed = make(chan struct{})
+		}
 		if e.cur != nil && e.cur.snap.Token.Digest == b.snap.Token.Digest {
-			continue // same content: subscribers holding it have nothing to learn
+			// Same content at a newer version (a status or metadata change): relabel,
+			// waking nobody, since holders of this content have nothing to learn. A
+			// sidecar starting from a bundle rendered at the newer version (its floor)
+			// needs the newer label to accept it.
+			if n := len(e.history); n > 0 && e.history[n-1] == e.cur {
+				e.history[n-1] = b
+			}
+			e.cur = b
+			continue
 		}
 		if n := len(e.history); n > 0 && e.history[n-1] == e.cur {
 			// A past snapshot is only ever a delta's base: history keeps its content, not
@@ -315,13 +323,7 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 	}
 }
 
-// setFailing records whether key's build fails, waking its polls when that changes.
-func (h *Hub) setFailing(key types.NamespacedName, why string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.setFailingLocked(key, why)
-}
-
+// setFailingLocked records that key's build fails, waking its polls when that changes.
 func (h *Hub) setFailingLocked(key types.NamespacedName, why string) {
 	e := h.entries[key]
 	if e == nil {
@@ -337,14 +339,6 @@ func (h *Hub) setFailingLocked(key types.NamespacedName, why string) {
 	e.failing = why
 	close(e.changed)
 	e.changed = make(chan struct{})
-}
-
-// holds reports whether key's current snapshot has digest.
-func (h *Hub) holds(key types.NamespacedName, digest string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	e := h.entries[key]
-	return e != nil && e.cur != nil && e.cur.snap.Token.Digest == digest
 }
 
 // current returns a policy's snapshot, a channel closed when it changes, and why its

@@ -474,3 +474,40 @@ func TestPoliciesShareAMergeAndHistoryKeepsNoEncodings(t *testing.T) {
 		t.Errorf("a past snapshot kept its encodings (%d + %d bytes) or lost its content", len(old.full.plain), len(old.full.gz))
 	}
 }
+
+// An update that leaves the content as it was (a status or metadata change) relabels the
+// snapshot with the newer version: a sidecar whose bundle was rendered after that update
+// asks from it as its floor, and must be answered, not held.
+func TestUnchangedContentIsRelabelledForAFloorAboveIt(t *testing.T) {
+	k := newKey(t)
+	r := newReplica(t, fastLimits())
+	feed(r.hub, policyObj("1"), jwksCM(t, "2", publicJWK(t, k)), revList("3"))
+	r.hub.MarkSynced()
+	_, first := poll(t, r.srv.URL, nil)
+	feed(r.hub, policyObj("9")) // a status update: same spec, new resourceVersion
+	r.hub.rebuildDirty()
+	floor := distribution.Token{Version: distribution.Version{9, 3, 0}, Digest: strings.Repeat("0", 64)}
+	resp, err := http.Get(r.srv.URL + distribution.Path + ns + "/api?version=" + floor.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a poll from a floor above the old label: %d, want the relabelled snapshot", resp.StatusCode)
+	}
+	var m distribution.Message
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := distribution.Resolve(&m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Token.Digest != first.Token.Digest || !got.Token.Version.Dominates(floor.Version) {
+		t.Errorf("relabelled %s, first %s: want the same content at a version above %s", got.Token, first.Token, floor.Version)
+	}
+	// Holders of the first label are not woken for it: nothing to learn.
+	if status, _ := poll(t, r.srv.URL, first); status != http.StatusNotModified {
+		t.Errorf("a holder of the same content: %d, want 304", status)
+	}
+}
