@@ -8,6 +8,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -43,6 +44,9 @@ type Hub struct {
 	wake    chan struct{}        // buffered 1: the builder has work
 	entries map[types.NamespacedName]*entry
 	builds  atomic.Int64 // namespace rebuilds, for metrics and tests
+	// maxSnapshotBytes: a larger snapshot is a build failure (distribution.DefaultMaxBytes,
+	// what a sidecar accepts).
+	maxSnapshotBytes int
 }
 
 type nsInputs struct {
@@ -81,6 +85,8 @@ func NewHub(log *slog.Logger) *Hub {
 		dirty:   map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		entries: map[types.NamespacedName]*entry{},
+
+		maxSnapshotBytes: distribution.DefaultMaxBytes,
 	}
 }
 
@@ -266,8 +272,13 @@ func (h *Hub) rebuild(ns string, version distribution.Version, in nsInputs) {
 		}
 		snap.Token.Version = version
 		b, err := encode(snap)
+		if err == nil && len(b.full.plain) > h.maxSnapshotBytes {
+			// No sidecar would accept it; keeping it would only cost every replica memory.
+			err = fmt.Errorf("the snapshot is %d bytes, over the %d a sidecar accepts: revoke fewer entries for one policy", len(b.full.plain), h.maxSnapshotBytes)
+		}
 		if err != nil {
 			h.log.Error("Failed to encode a snapshot; kept the last one", "tokenPolicy", key.String(), "err", err)
+			failed[key] = err.Error()
 			continue
 		}
 		next[key] = b

@@ -511,3 +511,31 @@ func TestUnchangedContentIsRelabelledForAFloorAboveIt(t *testing.T) {
 		t.Errorf("a holder of the same content: %d, want 304", status)
 	}
 }
+
+// A snapshot larger than a sidecar accepts is a build failure: not kept (memory on every
+// replica), and its polls are told why (503), with the last good snapshot kept.
+func TestASnapshotTooLargeForASidecarIsAFailure(t *testing.T) {
+	k := newKey(t)
+	r := newReplica(t, fastLimits())
+	feed(r.hub, policyObj("1"), jwksCM(t, "2", publicJWK(t, k)), revList("3", "a"))
+	r.hub.MarkSynced()
+	_, first := poll(t, r.srv.URL, nil)
+	r.hub.mu.Lock()
+	r.hub.maxSnapshotBytes = len(r.hub.entries[types.NamespacedName{Namespace: ns, Name: "api"}].cur.full.plain) + 100
+	r.hub.mu.Unlock()
+	feed(r.hub, revList("4", "a", "b", "c", "d", "e", "f", "g", "h"))
+	var status int
+	for range 50 {
+		if status, _ = poll(t, r.srv.URL, first); status != http.StatusNotModified {
+			break
+		}
+	}
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("an oversized snapshot: %d, want 503", status)
+	}
+	r.hub.mu.Lock()
+	defer r.hub.mu.Unlock()
+	if e := r.hub.entries[types.NamespacedName{Namespace: ns, Name: "api"}]; e.cur.snap.Token.Digest != first.Token.Digest || !strings.Contains(e.failing, "over the") {
+		t.Errorf("kept %s (want the last good %s), failing %q", e.cur.snap.Token, first.Token, e.failing)
+	}
+}
