@@ -44,7 +44,8 @@ func (b *statusBuilder) finish(ok bool) *tkv1.SigningKey {
 
 	if len(b.problems) > 0 {
 		set(tkv1.ConditionKeysValid, metav1.ConditionFalse, tkv1.ReasonSecretRepaired, "Repaired the Secret: "+joinProblems(b.problems))
-	} else if !b.failed || b.ring.Records != nil {
+	} else {
+		// Every failure but NotGathered (set Unknown below) comes after the Secret was read.
 		set(tkv1.ConditionKeysValid, metav1.ConditionTrue, tkv1.ReasonSecretValid, "Every key in the Secret is readable")
 	}
 
