@@ -10,55 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/hack/bench/procstat"
 )
 
-// clockTicks is USER_HZ, which is 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-// procCPUSeconds is utime+stime of pid from /proc/<pid>/stat.
-func procCPUSeconds(pid int) (float64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("reading /proc/%d/stat: %w", pid, err)
-	}
-	s := string(raw)
-	// The command name is in parentheses and may hold spaces; fields follow the last ')'.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	ut, err1 := strconv.ParseFloat(f[11], 64) // utime, field 14 of the line
-	st, err2 := strconv.ParseFloat(f[12], 64) // stime, field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	return (ut + st) / clockTicks, nil
-}
-
-// procMemKiB reads VmRSS and VmHWM of pid from /proc/<pid>/status.
-func procMemKiB(pid int) (rss, hwm int64, err error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "VmHWM:":
-			hwm, _ = strconv.ParseInt(f[1], 10, 64)
-		case "VmRSS:":
-			rss, _ = strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	return rss, hwm, nil
-}
+var (
+	procCPUSeconds = procstat.CPUSeconds
+	procMemKiB     = procstat.MemKiB
+	percentile     = procstat.Percentile
+)
 
 // resetPeakRSS sets VmHWM back to the current RSS (clear_refs 5, Linux 4.0+), so a later
 // VmHWM is the peak of what happened since.
@@ -77,18 +37,7 @@ type machineSample struct {
 // control plane's processes and of this program.
 func sampleMachine(managerPID int, clusterPIDs []int) machineSample {
 	s := machineSample{at: time.Now()}
-	if raw, err := os.ReadFile("/proc/stat"); err == nil {
-		line, _, _ := strings.Cut(string(raw), "\n")
-		f := strings.Fields(line)
-		if len(f) >= 9 && f[0] == "cpu" {
-			var v [8]float64 // user nice system idle iowait irq softirq steal
-			for i := range v {
-				v[i], _ = strconv.ParseFloat(f[i+1], 64)
-			}
-			s.busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / clockTicks
-			s.softirq = (v[5] + v[6]) / clockTicks
-		}
-	}
+	s.busy, s.softirq, _ = procstat.Busy()
 	s.manager, _ = procCPUSeconds(managerPID)
 	for _, pid := range clusterPIDs {
 		if c, err := procCPUSeconds(pid); err == nil {
@@ -96,9 +45,7 @@ func sampleMachine(managerPID int, clusterPIDs []int) machineSample {
 		}
 	}
 	s.self, _ = procCPUSeconds(os.Getpid())
-	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
-		s.loadavg = strings.Join(strings.Fields(string(la))[:3], " ")
-	}
+	s.loadavg = procstat.LoadAvg()
 	return s
 }
 
@@ -172,15 +119,6 @@ func metricSum(page, name string, want ...string) float64 {
 		}
 	}
 	return sum
-}
-
-// percentile is the nearest-rank percentile of sorted values.
-func percentile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return math.NaN()
-	}
-	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
-	return sorted[min(max(rank, 1), len(sorted))-1]
 }
 
 // Latency is the p50/p99/max of a set of durations, in milliseconds.

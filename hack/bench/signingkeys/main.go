@@ -50,6 +50,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	tkv1 "github.com/tokenkeeper/tokenkeeper/api/v1alpha1"
+	"github.com/tokenkeeper/tokenkeeper/hack/bench/procstat"
 )
 
 // variant is one kind of SigningKey the benchmark creates.
@@ -567,37 +568,19 @@ func stats(group string, count int, ds []float64) Stats {
 	for _, d := range ds {
 		sum += d
 	}
-	s.P50, s.P90, s.P99 = round3(percentile(ds, 50)), round3(percentile(ds, 90)), round3(percentile(ds, 99))
+	s.P50, s.P90, s.P99 = round3(procstat.Percentile(ds, 50)), round3(procstat.Percentile(ds, 90)), round3(procstat.Percentile(ds, 99))
 	s.Max, s.Mean = round3(ds[len(ds)-1]), round3(sum/float64(len(ds)))
 	return s
-}
-
-// percentile is the nearest-rank percentile of sorted values.
-func percentile(sorted []float64, p float64) float64 {
-	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
-	return sorted[min(max(rank, 1), len(sorted))-1]
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 // procManager reads the manager's memory and CPU from /proc.
 func procManager(pid int) (*Manager, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, fmt.Errorf("reading the manager's /proc status (is it still running?): %w", err)
-	}
 	m := &Manager{PID: pid}
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "VmHWM:":
-			m.PeakRSSKiB, _ = strconv.ParseInt(f[1], 10, 64)
-		case "VmRSS:":
-			m.RSSKiB, _ = strconv.ParseInt(f[1], 10, 64)
-		}
+	var err error
+	if m.RSSKiB, m.PeakRSSKiB, err = procstat.MemKiB(pid); err != nil {
+		return nil, fmt.Errorf("reading the manager's /proc status (is it still running?): %w", err)
 	}
 	if m.CPUSeconds, err = procCPUSeconds(pid); err != nil {
 		return nil, err
@@ -613,58 +596,25 @@ type machineSample struct {
 
 // sampleMachine reads the busy time of all CPUs, of the cluster's processes and of this one.
 func sampleMachine(clusterPIDs []int) machineSample {
-	raw, err := os.ReadFile("/proc/stat")
-	if err != nil {
+	busy, _, ok := procstat.Busy()
+	if !ok {
 		return machineSample{}
 	}
-	line, _, _ := strings.Cut(string(raw), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return machineSample{}
-	}
-	var v [8]float64 // user nice system idle iowait irq softirq steal (guest is inside user)
-	for i := range v {
-		v[i], _ = strconv.ParseFloat(f[i+1], 64)
-	}
-	s := machineSample{ok: true, busy: (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / clockTicks}
+	s := machineSample{ok: true, busy: busy}
 	for _, pid := range clusterPIDs {
 		if c, err := procCPUSeconds(pid); err == nil {
 			s.cluster += c
 		}
 	}
 	s.self, _ = procCPUSeconds(os.Getpid())
-	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
-		s.loadavg = strings.Join(strings.Fields(string(la))[:3], " ")
-	}
+	s.loadavg = procstat.LoadAvg()
 	return s
 }
 
-// clockTicks is USER_HZ, which is 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-// procCPUSeconds is utime+stime of pid from /proc/<pid>/stat.
+// procCPUSeconds is utime+stime of pid, to the millisecond.
 func procCPUSeconds(pid int) (float64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("reading /proc/%d/stat: %w", pid, err)
-	}
-	s := string(raw)
-	// The command name is in parentheses and may hold spaces; fields follow the last ')'.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:])
-	// After ')': state(3) ... utime is field 14 and stime field 15 of the whole line.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
-	}
-	return round3((ut + st) / clockTicks), nil
+	c, err := procstat.CPUSeconds(pid)
+	return round3(c), err
 }
 
 func printResult(w io.Writer, r *Result) {
