@@ -113,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (sidecar.Options, *slog.Logger,
 	fs.StringVar(&o.DistributionURL, "distribution-url", "", "Base URL (https) of the manager's distribution server; the sidecar starts from the files, then follows the policy's pushed snapshots.")
 	fs.StringVar(&o.DistributionTokenFile, "distribution-token-file", "", "File holding the projected service-account token presented to the distribution server (re-read at every request).")
 	caFile := fs.String("distribution-ca-file", "", "PEM CA bundle the distribution server's certificate must chain to, re-read when it changes (default: <bundle-dir>/"+distribution.CAKey+" with --bundle-dir).")
-	fs.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the TokenPolicy, for the distribution server (default: $POD_NAMESPACE).")
+	fs.StringVar(&o.Namespace, "namespace", os.Getenv(distribution.NamespaceEnv), "Namespace of the TokenPolicy, for the distribution server (default: $"+distribution.NamespaceEnv+", which the webhook sets).")
 	fs.DurationVar(&o.DistributionFallback, "distribution-fallback", sidecar.DefaultDistributionFallback, "After this long without word from the distribution server, fetch the policy's remote JWKS directly again.")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "Log level: debug, info, warn or error (debug logs every refused request, never its token).")

@@ -18,6 +18,10 @@ import (
 // Audience is the audience of the projected service-account token a sidecar presents.
 const Audience = "tokenkeeper.dev/distribution"
 
+// NamespaceEnv is the environment variable, set by the injection webhook from the downward
+// API, that tells a sidecar its namespace: the one whose policies it is served.
+const NamespaceEnv = "POD_NAMESPACE"
+
 // CAKey is the key of the policy bundle ConfigMap holding the distribution server's CA.
 const CAKey = "distribution-ca.crt"
 

@@ -51,8 +51,7 @@ const (
 	DistributionVolume   = "tokenkeeper-token"
 	DistributionMount    = "/var/run/secrets/tokenkeeper.dev/distribution"
 	DistributionAudience = distribution.Audience
-	// NamespaceEnv is the sidecar's namespace, from the downward API.
-	NamespaceEnv         = "POD_NAMESPACE"
+	NamespaceEnv         = distribution.NamespaceEnv
 	distributionTokenTTL = int64(600)
 )
 
