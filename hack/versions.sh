@@ -6,3 +6,5 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}" # sigs.k8s.io/cri-tools
 COREDNS_VERSION="${COREDNS_VERSION:-v1.14.6}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"    # the node image's base, from the apt mirror
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The e2e kind cluster's NetworkPolicy engine (hack/kind/netpol.sh), from the Go module proxy.
+KUBE_NETWORK_POLICIES_VERSION="${KUBE_NETWORK_POLICIES_VERSION:-v0.8.0}"
