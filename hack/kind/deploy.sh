@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds tokenkeeper's images FROM scratch (nothing pulled), loads them into the kind
-# cluster and deploys config/default with kubectl, the same manifests users apply.
+# cluster and deploys config/default with kubectl, the same manifests users apply. It also
+# deploys the cluster's NetworkPolicy enforcer (hack/kind/netpol), which the source-built
+# node's CNI lacks.
 #
 #   KUBECONFIG=... hack/kind/deploy.sh <cluster>
 set -euo pipefail
@@ -21,10 +23,16 @@ CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/tokencheck" ./test/e2
 printf 'FROM scratch\nCOPY tokencheck /tokencheck\nUSER 65532:65532\nENTRYPOINT ["/tokencheck"]\n' > "$ctx/Dockerfile"
 docker build -q -t "$img_tokencheck" "$ctx" >/dev/null
 rm -rf "$ctx"
-log "Loading $img_manager $img_sidecar $img_tokencheck into $cluster"
-go tool kind load docker-image --name "$cluster" "$img_manager" "$img_sidecar" "$img_tokencheck" >&2
+# Tagged by a key of its inputs: a changed enforcer rolls out by itself, an unchanged one stays.
+img_netpol=$(hack/kind/netpol.sh)
+log "Loading $img_manager $img_sidecar $img_tokencheck $img_netpol into $cluster"
+go tool kind load docker-image --name "$cluster" "$img_manager" "$img_sidecar" "$img_tokencheck" "$img_netpol" >&2
 
+t_netpol=$(date +%s)
+sed "s#image: IMAGE#image: $img_netpol#" hack/kind/netpol/daemonset.yaml | "$kubectl" apply -f - >&2
 "$kubectl" apply -k config/default >&2
 # A reused cluster may run an older image under the same tag: restart onto the loaded one.
 "$kubectl" -n tokenkeeper-system rollout restart deploy/tokenkeeper-manager >/dev/null
+"$kubectl" -n kube-system rollout status ds/tokenkeeper-netpol --timeout=120s >&2
+log "NetworkPolicy enforcer ready $(( $(date +%s) - t_netpol ))s after it was applied"
 "$kubectl" -n tokenkeeper-system rollout status deploy/tokenkeeper-manager --timeout=180s >&2
