@@ -70,6 +70,8 @@ var _ = ReportAfterEach(func(r SpecReport) {
 		{"describe", "pods", "-A"},
 		{"get", "signingkeys", "-A", "-o", "yaml"},
 		{"logs", "-A", "-l", "app in (signer,verifier,orders)", "--all-containers", "--prefix", "--tail=100"},
+		{"get", "networkpolicies", "-A", "-o", "yaml"},
+		{"logs", "-n", "kube-system", "-l", "app.kubernetes.io/name=tokenkeeper-netpol", "--prefix", "--tail=200"},
 	} {
 		out, err := kubectl(args...)
 		fmt.Fprintf(&b, "\n### kubectl %s (err: %v)\n%s\n", strings.Join(args, " "), err, out)

@@ -41,14 +41,19 @@ spec:
 
 // injectedApp is an injected tokencheck echo pod listening on listen, with httpGet liveness
 // and readiness probes on its port (which the webhook moves to the sidecar's admin port).
-func injectedApp(ns, name, listen string) string {
+// annotations are added as `key: "value"` pairs.
+func injectedApp(ns, name, listen string, annotations ...string) string {
+	extra := ""
+	for i := 0; i+1 < len(annotations); i += 2 {
+		extra += fmt.Sprintf(", %s: %q", annotations[i], annotations[i+1])
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
   name: %[2]s
   namespace: %[1]s
   labels: {app: %[2]s}
-  annotations: {tokenkeeper.dev/inject: "true", tokenkeeper.dev/policy: orders-api}
+  annotations: {tokenkeeper.dev/inject: "true", tokenkeeper.dev/policy: orders-api%[5]s}
 spec:
   securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
   containers:
@@ -60,7 +65,7 @@ spec:
     livenessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2, failureThreshold: 1}
     readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
     securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-`, ns, name, os.Getenv("TOKENCHECK_IMAGE"), listen)
+`, ns, name, os.Getenv("TOKENCHECK_IMAGE"), listen, extra)
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -5,6 +5,7 @@
 //	tokencheck echo   (an app behind the sidecar: answers every request with the headers it got;
 //	                   --files-dir d serves d's files at /mounted/)
 //	tokencheck mint   --key-dir dir --audience a [--ttl 10m] [--expired] [--jti id]   (prints one token)
+//	tokencheck get    [--token t] URL   (one GET: prints "status <code>", "from echo" when the app answered, or "error: <why>")
 //
 // The signer signs a short-lived JWT with whatever active key its mounted Secret holds, as
 // an issuer would, and sends it to the verifier, which checks it against the JWKS mounted
@@ -101,14 +102,26 @@ func main() {
 	case "get":
 		// One GET, for e2e specs that check from inside the cluster what answers on an
 		// address: prints "status <code>" or "error: <why>" (exit 1).
+		token := fs.String("token", "", "send this token as Authorization: Bearer")
 		_ = fs.Parse(os.Args[2:])
 		c := &http.Client{Timeout: 5 * time.Second}
-		resp, err := c.Get(fs.Arg(0))
+		req, err := http.NewRequest(http.MethodGet, fs.Arg(0), nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if *token != "" {
+			req.Header.Set("Authorization", "Bearer "+*token)
+		}
+		resp, err := c.Do(req)
 		if err != nil {
 			fmt.Println("error:", err)
 			os.Exit(1)
 		}
 		_ = resp.Body.Close()
+		if by := resp.Header.Get(answeredBy); by != "" {
+			fmt.Println("status", resp.StatusCode, "from", by)
+			return
+		}
 		fmt.Println("status", resp.StatusCode)
 		return
 	case "echo":
