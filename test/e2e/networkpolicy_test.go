@@ -100,6 +100,26 @@ var _ = Describe("An injected app bound to every address, opted out of the loopb
 			Expect(get(from, "--token="+token, sidecarURL)).To(Equal("status 200 from echo"), "from %s", from)
 		}
 
+		By("NetworkPolicies add up: another one admitting the app port opens it again, until it is deleted")
+		apply(fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: open-app, namespace: %s}
+spec:
+  podSelector: {matchLabels: {tokenkeeper.dev/policy: orders-api}}
+  policyTypes: [Ingress]
+  ingress: [{ports: [{protocol: TCP, port: 8080}]}]
+`, ns))
+		for _, from := range callers {
+			Eventually(func() string { return get(from, appURL) }, 30*time.Second, time.Second).
+				Should(ContainSubstring("status 200 from echo"), "from %s", from)
+		}
+		out, err = kubectl("delete", "networkpolicy", "-n", ns, "open-app")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for _, from := range callers {
+			Eventually(func() string { return get(from, appURL) }, 30*time.Second, time.Second).
+				Should(HavePrefix("error:"), "from %s", from)
+		}
+
 		By("disabling the NetworkPolicy opens the app port again: it was the NetworkPolicy that closed it")
 		setNetworkPolicy(false)
 		for _, from := range callers {
